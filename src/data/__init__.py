@@ -1,0 +1,1 @@
+"""Imitation data: load a source, normalize to messages, budget, template, pack."""

