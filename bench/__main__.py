@@ -1,0 +1,36 @@
+"""Run every benchmark under bench/ and print one table of ratios against same-run baselines."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+
+from bench import packing
+from src import PROJECT_ROOT
+from src.io import write_json_atomic
+
+BENCHES = [packing.run]
+
+
+def main() -> None:
+    rows = []
+    for bench in BENCHES:
+        start = time.perf_counter()
+        rows += bench()
+        print(f"{bench.__module__}: {time.perf_counter() - start:.1f} s")
+    width = max(len(r["name"]) for r in rows)
+    print(f"\n{'benchmark'.ljust(width)}  {'ours':>10}  {'baseline':>10}  {'ratio':>7}  target")
+    for r in rows:
+        target = r.get("target", "")
+        print(f"{r['name'].ljust(width)}  {r['ours']:>10.4g}  {r['baseline']:>10.4g}  {r['ratio']:>6.2f}x  {target}")
+    write_json_atomic(PROJECT_ROOT / "bench" / "results.json", {
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(), "processor": platform.processor(),
+        "versions": {p: metadata.version(p) for p in ("torch", "transformers")}, "rows": rows,
+    })
+    print(json.dumps({"wrote": "bench/results.json"}))
+
+
+if __name__ == "__main__":
+    main()
