@@ -116,7 +116,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
             stats.history.append(record)
             if on_step:
                 on_step(record)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
     stats.seconds = time.perf_counter() - start
     stats.tokens_per_s = stats.tokens_seen / stats.seconds if stats.seconds else 0.0
     model.eval()
