@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 demo: install ## run the embedded grid (SmolLM2-135M x demo data x 0/5K/20K tokens), print the table, plot
 	$(BIN)/python -m src.main -m experiment=demo
-	$(BIN)/python -m src.report multirun/demo
+	$(BIN)/python -m src.report multirun/demo --teacher conf/teacher/demo.yaml
 
 sweep: install ## run a named grid: EXPERIMENT=paper_broad (default) or another conf/experiment
 	$(BIN)/python -m src.main -m experiment=$(EXPERIMENT)
@@ -41,8 +41,8 @@ test-slow: install ## the slow tests too (real SmolLM2 model)
 bench: install ## speed benchmarks under bench/, as ratios against baselines run alongside
 	$(BIN)/python -m bench
 
-report: install ## table + plot of a grid: SWEEP=multirun/<name>
-	$(BIN)/python -m src.report $(SWEEP)
+report: install ## tables, plots and index.html of a grid: SWEEP=multirun/<name> [TEACHER=conf/teacher/x.yaml]
+	$(BIN)/python -m src.report $(SWEEP) $(if $(TEACHER),--teacher $(TEACHER))
 
 data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
 	$(BIN)/python -m src.demo_data

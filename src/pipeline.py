@@ -95,6 +95,7 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             "tokens": {"total": data_summary["total_tokens"] if data_summary else 0,
                        "loss_bearing": data_summary["loss_tokens"] if data_summary else 0,
                        "definition": "tokens of the formatted conversations under the base model's tokenizer"},
+            "model_parameters": sum(p.numel() for p in model.parameters()),
             "mode": "separate_run" if trained else "base_model",
             "metrics": metrics,
             "benchmarks": benchmarks,

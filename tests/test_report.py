@@ -1,0 +1,84 @@
+"""The report: tables and the gap-closed arithmetic on hand-made grids, and the page in a browser."""
+
+import csv
+import shutil
+import subprocess
+
+import pytest
+
+from src.io import write_json_atomic
+from src.report import gap_closed, load_results, report
+
+
+def cell(root, model, params, amount, metrics):
+    write_json_atomic(root / f"{model}_{amount}" / "results.json", {
+        "sweep": "t", "model_parameters": params, "metrics": metrics,
+        "axes": {"model": model, "data_source": "mix", "amount": amount, "amount_label": str(amount)},
+        "tokens": {"total": amount, "loss_bearing": amount // 2}, "timings_s": {"train_s": 1.0} if amount else {},
+    })
+
+
+@pytest.fixture
+def grid(tmp_path):
+    # two base models x {0, 1000, 4000}; hand-picked numbers
+    cell(tmp_path, "small", 1e6, 0, {"nq/em": 0.20, "style/style_score": 0.1})
+    cell(tmp_path, "small", 1e6, 1000, {"nq/em": 0.15, "style/style_score": 0.6})
+    cell(tmp_path, "small", 1e6, 4000, {"nq/em": 0.10, "style/style_score": 0.9})
+    cell(tmp_path, "large", 1e7, 0, {"nq/em": 0.25, "style/style_score": 0.2})
+    cell(tmp_path, "large", 1e7, 4000, {"nq/em": 0.28, "style/style_score": 0.8})
+    (tmp_path / "teacher.yaml").write_text("name: T\nmetrics:\n  nq/em: 0.30\n  style/style_score: 0.9\n")
+    return tmp_path
+
+
+def test_gap_closed_by_hand(grid):
+    rows = load_results(grid)
+    header, body = gap_closed(rows, {"name": "T", "metrics": {"nq/em": 0.30, "style/style_score": 0.9}})
+    assert header == ["model", "source", "amount", "nq/em", "style/style_score"]
+    assert body == [
+        ["small", "mix", "1000", "-0.50", "+0.62"],  # (0.15-0.20)/(0.30-0.20); (0.6-0.1)/(0.9-0.1)
+        ["small", "mix", "4000", "-1.00", "+1.00"],
+        ["large", "mix", "4000", "+0.60", "+0.86"],  # (0.28-0.25)/0.05; (0.8-0.2)/0.7
+    ]
+
+
+def test_report_writes_tables_figures_and_page(grid):
+    text = report(grid, teacher_path=grid / "teacher.yaml")
+    assert "gap closed vs teacher 'T'" in text
+    with open(grid / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["model"], r["amount"], r["nq/em"]) for r in rows] == [
+        ("small", "0", "0.200"), ("small", "1000", "0.150"), ("small", "4000", "0.100"),
+        ("large", "0", "0.250"), ("large", "4000", "0.280")]
+    for name in ("scaling.png", "model_size.png", "style_vs_substance.png"):
+        assert (grid / name).stat().st_size > 10_000
+    page = (grid / "index.html").read_text()
+    assert page.count("<img ") == 3 and "Gap closed vs T" in page and "-0.50" in page
+
+
+def test_unreadable_results_are_reported_not_fatal(grid, capsys):
+    (grid / "broken").mkdir()
+    (grid / "broken" / "results.json").write_text("{half")
+    assert len(load_results(grid)) == 5
+    assert "skipping unreadable" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_page_renders_the_plots_in_chromium(grid, tmp_path_factory):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium package is not installed (apt-get install chromium)")
+    from PIL import Image
+
+    report(grid, teacher_path=grid / "teacher.yaml")
+    shot = tmp_path_factory.mktemp("shot") / "page.png"
+    profile = tmp_path_factory.mktemp("profile")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={profile}", "--window-size=1400,3000", f"--screenshot={shot}",
+                    (grid / "index.html").as_uri()], check=True, capture_output=True, timeout=120)
+    image = Image.open(shot).convert("RGB")
+    # matplotlib's first two line colours (C0 blue, C1 orange) appear only inside the plots
+    colours = image.getcolors(maxcolors=1 << 24)
+    counts = {rgb: n for n, rgb in colours}
+    near = lambda target: sum(n for rgb, n in counts.items() if all(abs(a - b) < 20 for a, b in zip(rgb, target)))  # noqa: E731
+    assert near((31, 119, 180)) > 500 and near((255, 127, 14)) > 500
