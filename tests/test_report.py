@@ -80,5 +80,8 @@ def test_page_renders_the_plots_in_chromium(grid, tmp_path_factory):
     # matplotlib's first two line colours (C0 blue, C1 orange) appear only inside the plots
     colours = image.getcolors(maxcolors=1 << 24)
     counts = {rgb: n for n, rgb in colours}
-    near = lambda target: sum(n for rgb, n in counts.items() if all(abs(a - b) < 20 for a, b in zip(rgb, target)))  # noqa: E731
+
+    def near(target):
+        return sum(n for rgb, n in counts.items() if all(abs(a - b) < 20 for a, b in zip(rgb, target, strict=True)))
+
     assert near((31, 119, 180)) > 500 and near((255, 127, 14)) > 500
