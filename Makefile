@@ -10,7 +10,7 @@ STAMP := $(VENV)/.install.stamp
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-slow bench report lint data
+.PHONY: help install demo sweep test test-slow bench report sync lint data
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ bench: install ## speed benchmarks under bench/, as ratios against baselines run
 
 report: install ## tables, plots and index.html of a grid: SWEEP=multirun/<name> [TEACHER=conf/teacher/x.yaml]
 	$(BIN)/python -m src.report $(SWEEP) $(if $(TEACHER),--teacher $(TEACHER))
+
+sync: install ## upload offline W&B runs of a grid: SWEEP=multirun/<name> (needs a W&B key)
+	find $(SWEEP) -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
 
 data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
 	$(BIN)/python -m src.demo_data

@@ -160,6 +160,7 @@ class TrackerConfig:
     entity: str | None = None
     group: str | None = None  # default: the sweep name
     tags: list[str] = field(default_factory=list)
+    predictions_cap: int = 100  # per-example rows per benchmark mirrored as a W&B table
 
     def validate(self) -> None:
         _choice("tracker.backend", self.backend, {"wandb"})
@@ -179,6 +180,7 @@ class RunConfig:
     output_dir: str = "."  # this cell's directory
     cache_dir: str = "~/.cache/imitation-gap"  # converted models
     device: str = "auto"  # auto | cpu | cuda
+    report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:

@@ -80,6 +80,7 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             clock = time.perf_counter()
             result = run_benchmark(name, raw, handle)
             result.write(out / "benchmarks" / name)
+            tracker.log_predictions(name, result.predictions, cfg.tracker.predictions_cap)
             metrics.update({f"{name}/{key}": value for key, value in result.metrics.items()})
             benchmarks[name] = {"version": result.version, "settings": result.settings, "n": len(result.predictions)}
             timings[f"eval_{name}_s"] = time.perf_counter() - clock

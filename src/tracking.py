@@ -52,6 +52,16 @@ class Tracker:
         if self.run is not None:
             self.run.log(record, step=step)
 
+    def log_predictions(self, benchmark: str, predictions: list[dict], cap: int) -> None:
+        """A table of the first `cap` per-example predictions (the full set is in predictions.jsonl)."""
+        if self.run is None or not predictions or cap <= 0:
+            return
+        import wandb
+
+        columns = list(predictions[0])
+        rows = [[_cell(p.get(c)) for c in columns] for p in predictions[:cap]]
+        self.run.log({f"{benchmark}/predictions": wandb.Table(columns=columns, data=rows)})
+
     def finish(self, summary: dict | None = None, failed: bool = False) -> None:
         if self.run is None:
             return
@@ -59,3 +69,10 @@ class Tracker:
             self.run.summary.update(summary)
         self.run.finish(exit_code=1 if failed else 0)
         self.run = None
+
+
+def _cell(value) -> str | float | int | bool:
+    """W&B tables want one type per column: keep scalars, write the rest as text."""
+    if isinstance(value, (str, float, int, bool)):
+        return value
+    return str(value)

@@ -59,9 +59,24 @@ def test_grid_from_the_command_line(tmp_path):
     for cell in cells:
         assert len(list((cell.parent / "wandb").glob("offline-run-*"))) == 1
 
+    assert (sweep / "index.html").exists()  # the Hydra callback wrote the report when the grid ended
     text = report(sweep)
     assert "tiny" in text and "humaneval/pass@1" in text
     with open(sweep / "results.csv") as handle:
         table = list(csv.DictReader(handle))
     assert [row["amount"] for row in table] == ["0", "300"]
     assert (sweep / "scaling.png").stat().st_size > 10_000
+
+
+def test_grid_as_separate_processes(tmp_path):
+    """hydra/launcher=local_parallel (submitit_local): each cell in its own process."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.main", "-m", "experiment=smoke", "data.amount=0,1K", "hydra/launcher=local_parallel",
+         f"hydra.sweep.dir={sweep}", "tracker.mode=disabled"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert [r["tokens"]["total"] for r in results] == [0, 1000]
+    assert len(list((sweep / ".submitit").iterdir())) >= 2  # submitit job folders: separate processes

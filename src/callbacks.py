@@ -1,0 +1,29 @@
+"""Hydra callbacks: the report of a grid is written as soon as its multirun ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from src import resolve_path
+
+log = logging.getLogger(__name__)
+
+
+class ReportOnMultirunEnd(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from src.report import report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.rglob("results.json")):
+            log.warning("no results.json under %s: no report", sweep_dir)
+            return
+        teacher = config.get("report_teacher")
+        try:
+            log.info("report:\n%s", report(sweep_dir, teacher_path=resolve_path(teacher) if teacher else None))
+        except Exception as err:  # a failed report never fails the grid whose cells are already written
+            log.error("could not write the report of %s: %s", sweep_dir, err)
