@@ -38,7 +38,9 @@ def test_tiny_cell(tmp_path):
     nq_metrics = json.loads((tmp_path / "benchmarks" / "nq" / "metrics.json").read_text())
     assert nq_metrics["settings"]["shots"] == 3 and nq_metrics["settings"]["chat_wrapped"] is True
     assert len((tmp_path / "benchmarks" / "humaneval" / "predictions.jsonl").read_text().splitlines()) == 2
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert len(list(runs[0].glob("files/media/table/nq/predictions_*.table.json"))) == 1  # capped W&B table
 
 
 def test_grid_from_the_command_line(tmp_path):
