@@ -177,7 +177,9 @@ class RunConfig:
     experiment_name: str = "default"
     sweep: str = "single"  # names the grid; W&B group
     seed: int = 0
-    output_dir: str = "."  # this cell's directory
+    output_dir: str = "."  # where the cell's work is written (src.cells sets <store_dir>/<run_id>)
+    store_dir: str = "runs/cells"  # one folder per run_id: a relaunch finds finished cells here
+    force: bool = False  # rerun a cell even if its results are complete
     cache_dir: str = "~/.cache/imitation-gap"  # converted models
     device: str = "auto"  # auto | cpu | cuda
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end

@@ -1,23 +1,29 @@
 """Entry point: `python -m src.main [overrides]`, or `-m` for a grid (Hydra multirun).
 
 Thin by design: Hydra composes the config, RunConfig validates it (a bad key or value stops here,
-before any model loads) and train_and_eval does the work.
+before any model loads), src.cells skips finished cells, and train_and_eval does the work.
+In a grid, a failing cell is recorded in its status.json and the other cells go on; the sweep then
+exits non-zero (src.callbacks) and a relaunch retries only what did not finish.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src.cells import run_cell
 from src.config import ConfigError, RunConfig
 from src.data.budget import BudgetError
 from src.data.sources import DataError
 from src.pipeline import train_and_eval
 
 log = logging.getLogger(__name__)
+USER_ERRORS = (ConfigError, DataError, BudgetError)  # shown as one line, no traceback
 
 
 def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:
@@ -27,14 +33,35 @@ def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | None:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    in_grid = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         run_cfg, raw = to_run_config(cfg)
-        raw["hydra_overrides"] = list(HydraConfig.get().overrides.task)
-        return train_and_eval(run_cfg, raw)
-    except (ConfigError, DataError, BudgetError) as err:
+        raw["hydra_overrides"] = list(hydra_cfg.overrides.task)
+        return run_cell(run_cfg, raw, job_dir, train_and_eval)
+    except USER_ERRORS as err:
         log.error("%s", err)
+        if in_grid:
+            _record_failure(job_dir, err)
+            return None
         raise SystemExit(f"error: {err}") from None
+    except Exception as err:
+        if not in_grid:
+            raise
+        log.exception("cell failed; the grid goes on")
+        _record_failure(job_dir, err)
+        return None
+
+
+def _record_failure(job_dir: Path, err: BaseException) -> None:
+    """A config error happens before a RunConfig exists; run_cell already wrote the others."""
+    from src.cells import STATUS
+    from src.io import write_json_atomic
+
+    if not (job_dir / STATUS).exists() or "failed" not in (job_dir / STATUS).read_text():
+        write_json_atomic(job_dir / STATUS, {"state": "failed", "error": f"{type(err).__name__}: {err}"})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ def test_tiny_cell(tmp_path):
 def test_grid_from_the_command_line(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "src.main", "-m", *SMALL, "data.amount=0,300", "sweep=t", f"hydra.sweep.dir={sweep}"],
+        [sys.executable, "-m", "src.main", "-m", *SMALL, "data.amount=0,300", "sweep=t", f"hydra.sweep.dir={sweep}",
+         f"store_dir={tmp_path / 'cells'}"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "WANDB_MODE": "offline"},
     )
@@ -59,7 +60,9 @@ def test_grid_from_the_command_line(tmp_path):
     assert results[1]["tokens"]["total"] == 300
     assert results[0]["run_id"] != results[1]["run_id"]
     for cell in cells:
-        assert len(list((cell.parent / "wandb").glob("offline-run-*"))) == 1
+        status = json.loads((cell.parent / "status.json").read_text())
+        assert status["state"] == "done" and status["work_dir"] == str(tmp_path / "cells" / status["run_id"])
+        assert len(list((tmp_path / "cells" / status["run_id"] / "wandb").glob("offline-run-*"))) == 1
 
     assert (sweep / "index.html").exists()  # the Hydra callback wrote the report when the grid ended
     text = report(sweep)
@@ -75,7 +78,7 @@ def test_grid_as_separate_processes(tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
         [sys.executable, "-m", "src.main", "-m", "experiment=smoke", "data.amount=0,1K", "hydra/launcher=local_parallel",
-         f"hydra.sweep.dir={sweep}", "tracker.mode=disabled"],
+         f"hydra.sweep.dir={sweep}", f"store_dir={tmp_path / 'cells'}", "tracker.mode=disabled"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
