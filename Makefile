@@ -10,7 +10,7 @@ STAMP := $(VENV)/.install.stamp
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-slow bench report sync lint data
+.PHONY: help install demo sweep test test-slow bench report sync dashboard lint data
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ report: install ## tables, plots and index.html of a grid: SWEEP=multirun/<name>
 
 sync: install ## upload offline W&B runs of a grid: SWEEP=multirun/<name> (needs a W&B key)
 	find $(SWEEP) -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
+
+dashboard: install ## save a W&B workspace laying out a grid's panels: SWEEP=multirun/<name> (online)
+	$(BIN)/python -m src.dashboard $(SWEEP)
 
 data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
 	$(BIN)/python -m src.demo_data

@@ -85,3 +85,14 @@ def test_page_renders_the_plots_in_chromium(grid, tmp_path_factory):
         return sum(n for rgb, n in counts.items() if all(abs(a - b) < 20 for a, b in zip(rgb, target, strict=True)))
 
     assert near((31, 119, 180)) > 500 and near((255, 127, 14)) > 500
+
+
+def test_dashboard_lays_out_every_metric(grid):
+    from src.dashboard import build_workspace
+
+    workspace = build_workspace(load_results(grid), entity="e", project="p")
+    titles = [[panel.title for panel in section.panels] for section in workspace.sections]
+    assert titles[0] == ["nq/em vs imitation tokens"]
+    assert titles[1] == ["style/style_score vs imitation tokens"]
+    assert titles[2] == ["train/loss", "train/lr", "train/grad_norm"]
+    assert "Group" in str(workspace.runset_settings.filters) and "'t'" in str(workspace.runset_settings.filters)
