@@ -10,7 +10,7 @@ STAMP := $(VENV)/.install.stamp
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-slow bench report sync dashboard lint data
+.PHONY: help install demo sweep test test-slow bench report sync dashboard slurm-up slurm-down lint data
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,12 @@ sync: install ## upload offline W&B runs of a grid: SWEEP=multirun/<name> (needs
 
 dashboard: install ## save a W&B workspace laying out a grid's panels: SWEEP=multirun/<name> (online)
 	$(BIN)/python -m src.dashboard $(SWEEP)
+
+slurm-up: install ## start a one-node Slurm cluster here (root; state in .slurm/), then export SLURM_CONF
+	$(BIN)/python -m tests.slurm_cluster up --root .slurm
+
+slurm-down: ## stop the daemons slurm-up started (by their pid files)
+	$(BIN)/python -m tests.slurm_cluster down --root .slurm
 
 data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
 	$(BIN)/python -m src.demo_data

@@ -63,14 +63,15 @@ def run_cell(cfg: RunConfig, raw: dict, job_dir: Path, train_and_eval) -> dict:
     if results is not None:
         write_status(job_dir, cfg, "skipped", reason="already done (force=true reruns it)")
     else:
-        write_status(job_dir, cfg, "running")
+        started, started_unix = time.strftime("%Y-%m-%d %H:%M:%S"), time.time()
+        write_status(job_dir, cfg, "running", started=started, started_unix=started_unix)
         try:
             results = train_and_eval(dataclasses.replace(cfg, output_dir=str(work)), raw)
         except BaseException as err:
             write_status(job_dir, cfg, "failed", error=f"{type(err).__name__}: {err}",
-                         traceback=traceback.format_exc(limit=20))
+                         traceback=traceback.format_exc(limit=20), started=started)
             raise
-        write_status(job_dir, cfg, "done")
+        write_status(job_dir, cfg, "done", started=started, started_unix=started_unix, finished_unix=time.time())
     if job_dir.resolve() != work.resolve():
         shutil.copyfile(work / "results.json", job_dir / "results.json")
     return results
