@@ -41,8 +41,8 @@ def launch(cluster, tmp_path, sweep: str, *overrides: str, launcher=SLURM, wait=
     args = [sys.executable, "-m", "src.main", "-m", *GRID, *launcher, f"hydra.sweep.dir={tmp_path / sweep}",
             f"store_dir={tmp_path / 'cells'}", *overrides]
     if not wait:
-        return subprocess.Popen(args, cwd=PROJECT_ROOT, env=cluster.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        log = open(tmp_path / f"{sweep}.log", "w")  # noqa: SIM115 - the process owns it until it exits
+        return subprocess.Popen(args, cwd=PROJECT_ROOT, env=cluster.env(), stdout=log, stderr=subprocess.STDOUT)
     return subprocess.run(args, cwd=PROJECT_ROOT, env=cluster.env(), capture_output=True, text=True, timeout=600)
 
 
@@ -95,28 +95,32 @@ def test_cancelled_cell_is_the_only_one_run_again(cluster, tmp_path):
     # the second cell trains long enough (one row per step) to be cancelled while it runs
     overrides = ["data.amount=0,12K", "train.rows_per_step=1", "train.block_length=64"]
     sweep = launch(cluster, tmp_path, "cancel", *overrides, wait=False)
-    job_dir = None
-    deadline = time.time() + 300
-    while time.time() < deadline and job_dir is None:
-        for name, status in statuses(tmp_path / "cancel").items():
-            if name.startswith("1_") and status["state"] == "running":
-                job_dir = name
-        time.sleep(0.5)
-    assert job_dir, "the long cell never started"
-    time.sleep(3)  # inside training
-    queue = cluster.run("squeue", "-h", "-o", "%i %j").stdout.split()
-    array_ids = [q for q in queue if re.fullmatch(r"\d+_1", q)]
-    assert array_ids, queue
-    cluster.run("scancel", array_ids[0])
-    # Without accounting storage (sacct), submitit cannot see the cancellation and would wait on;
-    # a person stops the sweep, as here, once the other cell is done. (Real clusters have sacct.)
-    deadline = time.time() + 300
-    while time.time() < deadline and cluster.run("squeue", "-h").stdout.strip():
-        time.sleep(0.5)
-    assert not cluster.run("squeue", "-h").stdout.strip()  # the other cell finished, the cancelled one is gone
-    sweep.terminate()
-    sweep.communicate(timeout=60)
-    assert statuses(tmp_path / "cancel")[job_dir]["state"] == "running"  # killed: never marked done
+    try:
+        job_dir = None
+        deadline = time.time() + 300
+        while time.time() < deadline and job_dir is None:
+            for name, status in statuses(tmp_path / "cancel").items():
+                if name.startswith("1_") and status["state"] == "running":
+                    job_dir = name
+            time.sleep(0.5)
+        assert job_dir, "the long cell never started"
+        time.sleep(3)  # inside training
+        queue = cluster.run("squeue", "-h", "-o", "%i %j").stdout.split()
+        array_ids = [q for q in queue if re.fullmatch(r"\d+_1", q)]
+        assert array_ids, queue
+        cluster.run("scancel", array_ids[0])
+        # Without accounting storage (sacct), submitit cannot see the cancellation and would wait on;
+        # a person stops the sweep, as here, once the other cell is done. (Real clusters have sacct.)
+        deadline = time.time() + 300
+        while time.time() < deadline and cluster.run("squeue", "-h").stdout.strip():
+            time.sleep(0.5)
+        assert not cluster.run("squeue", "-h").stdout.strip()  # the other cell finished, the cancelled one is gone
+        sweep.terminate()
+        sweep.communicate(timeout=60)
+        assert statuses(tmp_path / "cancel")[job_dir]["state"] == "running"  # killed: never marked done
+    finally:
+        if sweep.poll() is None:  # never leave a launcher behind
+            sweep.kill()
 
     proc = launch(cluster, tmp_path, "cancel", *overrides)
     assert proc.returncode == 0, proc.stderr[-3000:]
