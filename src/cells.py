@@ -6,11 +6,15 @@ results.json already holds every requested benchmark at the same version and set
 (`force=true` reruns it). Hydra's job folder gets a copy of results.json and a status.json
 (running / done / skipped / failed with the error), so failures show while the sweep runs and a
 relaunch retries only the cells that did not finish.
+
+Within a cell, stages are skipped too: a saved checkpoint (train.json beside it) is evaluated instead
+of retraining, and a benchmark already scored with the same version and settings is reused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import time
 import traceback
@@ -33,20 +37,42 @@ def finished_results(cfg: RunConfig) -> dict | None:
     path = work_dir(cfg) / "results.json"
     if not path.exists():
         return None
-    import json
-
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return None  # written atomically, so this is a foreign or damaged file: redo the cell
     if results.get("run_id") != cfg.run_id():
         return None
-    for name, raw in cfg.benchmark.items():
-        done = results.get("benchmarks", {}).get(name)
-        wanted = dataclasses.asdict(benchmark_settings(name, raw))
-        if done is None or any(done["settings"].get(key) != value for key, value in wanted.items()):
-            return None
+    if any(finished_benchmark(work_dir(cfg), name, raw) is None for name, raw in cfg.benchmark.items()):
+        return None
     return results
+
+
+def finished_training(work: Path) -> dict | None:
+    """{"data", "train"} of a training that saved its checkpoint, else None. train.json is written
+    after the checkpoint, so its presence means the checkpoint is complete."""
+    record = work / "train.json"
+    if not record.exists() or not (work / "checkpoint" / "config.json").exists():
+        return None
+    return json.loads(record.read_text(encoding="utf-8"))
+
+
+def save_training(work: Path, model, tokenizer, data_summary: dict, train_summary: dict) -> None:
+    model.save_pretrained(work / "checkpoint")
+    tokenizer.save_pretrained(work / "checkpoint")
+    write_json_atomic(work / "train.json", {"data": data_summary, "train": train_summary})
+
+
+def finished_benchmark(work: Path, name: str, raw: dict) -> dict | None:
+    """metrics.json of this benchmark when it was scored with the same version and settings."""
+    path = work / "benchmarks" / name / "metrics.json"
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    wanted = dataclasses.asdict(benchmark_settings(name, raw))
+    if any(recorded["settings"].get(key) != value for key, value in wanted.items()):
+        return None
+    return recorded
 
 
 def write_status(job_dir: Path, cfg: RunConfig, state: str, **extra) -> None:
@@ -78,7 +104,5 @@ def run_cell(cfg: RunConfig, raw: dict, job_dir: Path, train_and_eval) -> dict:
 
 
 def failed_cells(sweep_dir: Path) -> list[dict]:
-    import json
-
     return [json.loads(p.read_text()) | {"job_dir": str(p.parent)} for p in sorted(sweep_dir.rglob(STATUS))
             if json.loads(p.read_text()).get("state") in ("failed", "running")]

@@ -144,6 +144,13 @@ def load_model(cfg: ModelConfig, tokenizer, cache_dir: str, device: torch.device
     return model.to(device)
 
 
+def load_checkpoint(path: Path, dtype: str, device: torch.device):
+    """A fine-tuned model this project saved (HF format)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+
+
 class ModelHandle:
     """What a benchmark sees of a model: batched greedy generation (and, in time, log-likelihoods)."""
 

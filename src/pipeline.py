@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from src.benchmarks import run_benchmark
+from src.cells import finished_benchmark, finished_training, save_training
 from src.config import RunConfig, format_amount
 from src.data.prepare import prepare
 from src.data.template import chat_format
 from src.io import write_json_atomic
-from src.models import ModelHandle, load_model, load_tokenizer, pick_device
+from src.models import ModelHandle, load_checkpoint, load_model, load_tokenizer, pick_device
 from src.tracking import Tracker
 from src.train import train
 
@@ -52,7 +53,14 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
         fmt = chat_format(tokenizer, cfg.model.chat_template)
         data_summary, train_summary = None, None
         block_length = min(cfg.train.block_length, cfg.model.context_length)
-        if trained:
+        done_training = None if cfg.force else finished_training(out)
+        if trained and done_training is not None:
+            # the model of this run_id was trained and saved before: evaluate it, train nothing
+            data_summary, train_summary = done_training["data"], done_training["train"]
+            model = load_checkpoint(out / "checkpoint", cfg.model.dtype, device)
+            timings["load_model_s"] = time.perf_counter() - clock
+            log.info("training was done earlier: loaded %s", out / "checkpoint")
+        elif trained:
             data = prepare(cfg.data, tokenizer, fmt, block_length)
             data_summary = data.summary()
             timings["prepare_s"] = time.perf_counter() - clock
@@ -67,8 +75,7 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             timings["train_s"] = time.perf_counter() - clock
             train_summary = dataclasses.asdict(stats)
             if cfg.train.save_checkpoint:
-                model.save_pretrained(out / "checkpoint")
-                tokenizer.save_pretrained(out / "checkpoint")
+                save_training(out, model, tokenizer, data_summary, train_summary)
         else:
             model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, seed=cfg.seed)
             timings["load_model_s"] = time.perf_counter() - clock
@@ -78,6 +85,12 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
         benchmarks: dict[str, dict] = {}
         for name, raw in cfg.benchmark.items():
             clock = time.perf_counter()
+            done = None if cfg.force else finished_benchmark(out, name, raw)
+            if done is not None:  # same benchmark, version and settings scored before: reuse it
+                log.info("%s was scored earlier: reusing %s", name, out / "benchmarks" / name / "metrics.json")
+                metrics.update({f"{name}/{key}": value for key, value in done["metrics"].items()})
+                benchmarks[name] = {"version": done["version"], "settings": done["settings"], "n": done["n"]}
+                continue
             result = run_benchmark(name, raw, handle)
             result.write(out / "benchmarks" / name)
             tracker.log_predictions(name, result.predictions, cfg.tracker.predictions_cap)

@@ -53,3 +53,30 @@ def test_failed_cell_is_recorded_the_others_finish_and_relaunch_retries_it(tmp_p
 
     proc, again = launch(tmp_path, "data.amount=500,99M")
     assert sorted(s["state"] for s in again.values()) == ["failed", "skipped"]
+
+
+def test_stages_done_earlier_are_not_redone(tmp_path, caplog):
+    """A changed benchmark setting reruns that benchmark only: the saved model is loaded, not retrained,
+    and the unchanged benchmark is reused."""
+    import logging
+
+    from src.cells import run_cell
+    from src.config import RunConfig
+    from src.pipeline import train_and_eval
+    from tests.conftest import compose_config
+
+    def cell(*overrides):
+        raw = compose_config([*GRID, "train.save_checkpoint=true", "data.amount=600", f"store_dir={tmp_path}",
+                              "output_dir=unused", *overrides])
+        return run_cell(RunConfig.from_dict(raw), raw, tmp_path / "job", train_and_eval)
+
+    first = cell()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        second = cell("benchmark.nq.limit=2")
+    log = caplog.text
+    assert "training was done earlier" in log and "train:" not in log
+    assert "humaneval was scored earlier" in log and "nq was scored earlier" not in log
+    assert second["train"] == first["train"] and second["tokens"] == first["tokens"]
+    assert second["benchmarks"]["nq"]["n"] == 2 and first["benchmarks"]["nq"]["n"] == 3
+    assert second["metrics"]["humaneval/pass@1"] == first["metrics"]["humaneval/pass@1"]
