@@ -92,20 +92,46 @@ class ModelConfig:
 
 
 @dataclass
+class CleanConfig:
+    """Cleaning steps applied after parsing, in this order; each one's drops are counted."""
+
+    html_to_markdown: bool = False  # ShareGPT dumps are HTML: convert to markdown (markdownify)
+    trim_trailing_user: bool = True  # a conversation cut off after a user turn loses that turn
+    english_only: bool = False  # documented heuristic, src/data/clean.py
+    min_ascii_letters: float = 0.9  # share of ASCII among letters of the first user turn
+    dedup_first_user: bool = False  # keep the first conversation per (normalized) first user turn
+    split_long: bool = True  # split conversations longer than the context at turn boundaries
+
+
+@dataclass
+class MixPart:
+    source: str  # a conf/data_source name
+    max_examples: int | None = None  # cap on this part's conversations (None: all of it)
+
+
+@dataclass
 class DataSourceConfig:
     name: str
-    format: str = "sharegpt"  # loader registered in src.data.sources
+    format: str = "sharegpt"  # loader registered in src.data.formats
     path: str = ""  # file (relative to the project root or absolute) or hub dataset id
     split: str = "train"  # hub datasets only
     strict: bool = False  # True: the first bad record is an error naming file and line
     max_bad_fraction: float = 0.05  # fail when more than this share of records is bad
     description: str = ""
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    subsets: list[str] = field(default_factory=list)  # hc3: which files (all, open_qa, finance, ...)
+    fields: dict[str, str] = field(default_factory=dict)  # hub/jsonl field mapping: prompt, response, messages
+    mix: list[MixPart] = field(default_factory=list)  # format "mix": the parts, by data-source name
 
     def validate(self) -> None:
-        if not self.path:
+        if not self.path and self.format != "mix":
             raise ConfigError(f"data.source.path: data source '{self.name}' has no path")
+        if self.format == "mix" and not self.mix:
+            raise ConfigError(f"data.source.mix: the mixture '{self.name}' lists no parts")
         if not 0.0 <= self.max_bad_fraction <= 1.0:
             raise ConfigError("data.source.max_bad_fraction must be within [0, 1]")
+        if not 0.0 <= self.clean.min_ascii_letters <= 1.0:
+            raise ConfigError("data.source.clean.min_ascii_letters must be within [0, 1]")
 
 
 @dataclass

@@ -61,7 +61,7 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             timings["load_model_s"] = time.perf_counter() - clock
             log.info("training was done earlier: loaded %s", out / "checkpoint")
         elif trained:
-            data = prepare(cfg.data, tokenizer, fmt, block_length)
+            data = prepare(cfg.data, tokenizer, fmt, block_length, cfg.model.context_length, cfg.cache_dir)
             data_summary = data.summary()
             timings["prepare_s"] = time.perf_counter() - clock
 

@@ -17,7 +17,7 @@ def conversations():
 
 def budget(conversations, tokenizer, amount):
     fmt = TokenizerTemplate(tokenizer)
-    return take_budget(conversations, lambda c: render(c.messages, tokenizer, fmt), amount)
+    return take_budget((render(c.messages, tokenizer, fmt) for c in conversations), amount)
 
 
 @pytest.mark.parametrize("amount", [1, 97, 500, 909])

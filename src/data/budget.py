@@ -8,7 +8,7 @@ budget B sees exactly the first B tokens of a run on any larger budget.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from src.data.template import Rendered
@@ -26,15 +26,15 @@ def shuffled(items: Sequence[T], seed: int) -> list[T]:
     return [items[i] for i in order]
 
 
-def take_budget(items: Sequence[T], render: Callable[[T], Rendered], amount: int | None,
-                source: str = "source") -> list[Rendered]:
-    """Render items in order until `amount` tokens are reached; cut the last one to fit exactly."""
+def take_budget(examples: Iterable[Rendered], amount: int | None, source: str = "source") -> list[Rendered]:
+    """Take rendered examples in order until `amount` tokens; cut the last one to fit exactly.
+
+    `examples` may be a lazy generator: nothing past the budget is rendered."""
     taken: list[Rendered] = []
     total = 0
-    for item in items:
+    for example in examples:
         if amount is not None and total >= amount:
             break
-        example = render(item)
         if amount is not None and total + len(example.input_ids) > amount:
             keep = amount - total
             example = Rendered(example.input_ids[:keep], example.labels[:keep])

@@ -29,6 +29,9 @@ class LoadReport:
     kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)  # first origin seen per drop reason
+    steps: dict[str, int] = field(default_factory=dict)  # counts after each stage, in order
+    changed: dict[str, int] = field(default_factory=dict)  # conversations kept but altered, per change
+    parts: dict[str, dict] = field(default_factory=dict)  # per part of a mixture
 
     def drop(self, reason: str, origin: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -39,5 +42,9 @@ class LoadReport:
         return sum(self.dropped.values())
 
     def as_dict(self) -> dict:
-        return {"source": self.source, "read": self.read, "kept": self.kept, "dropped": dict(self.dropped),
-                "first_dropped_at": dict(self.examples)}
+        out = {"source": self.source, "read": self.read, "kept": self.kept, "steps": dict(self.steps),
+               "dropped": dict(self.dropped), "changed": dict(self.changed),
+               "first_dropped_at": dict(self.examples)}
+        if self.parts:
+            out["parts"] = self.parts
+        return out

@@ -1,55 +1,161 @@
-"""prepare: load -> normalize -> one seeded shuffle -> token budget -> template + masks -> pack."""
+"""prepare: load -> clean -> one seeded shuffle -> template + masks (splitting conversations longer
+than the context at turn boundaries) -> token budget -> pack -> cache.
+
+The cache key covers the source's content, its cleaning settings, the tokenizer, the template, the
+budget and the packing, so a second cell with the same key tokenizes nothing, and any change makes
+a new entry rather than a stale hit.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from src.config import DataConfig
+import numpy as np
+
+from src import resolve_path
+from src.config import DataConfig, DataSourceConfig
 from src.data.budget import shuffled, take_budget
+from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
 from src.data.packing import PackedRow, pack, packing_efficiency
-from src.data.sources import load_source
-from src.data.template import ChatFormat, TemplateError, render
+from src.data.sources import load_source, source_config_by_name
+from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
+from src.io import write_json_atomic
 
 log = logging.getLogger(__name__)
+PREPARE_VERSION = 1  # bump when the prepared data for the same inputs would change
 
 
 @dataclass
 class PreparedData:
     rows: list[PackedRow]
-    examples: int  # conversations (or the cut prefix of the last one) inside the budget
+    examples: int  # rendered examples (conversations or pieces of them) inside the budget
     total_tokens: int  # formatted conversation tokens: what data.amount counts
     loss_tokens: int  # tokens that carry a label (assistant replies and end-of-turn)
     packing_efficiency: float
     template: str
     load_report: dict = field(default_factory=dict)
+    split: dict = field(default_factory=dict)  # conversations split at turn boundaries, pieces over the context
+    cache: str = "miss"  # hit | miss | off
 
     def summary(self) -> dict:
         return {"examples": self.examples, "total_tokens": self.total_tokens, "loss_tokens": self.loss_tokens,
                 "rows": len(self.rows), "packing_efficiency": round(self.packing_efficiency, 4),
-                "template": self.template, "load": self.load_report}
+                "template": self.template, "load": self.load_report, "split": self.split, "cache": self.cache}
 
 
-def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int) -> PreparedData:
+def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
+            cache_dir: str | None = None) -> PreparedData:
+    key = cache_key(cfg, tokenizer, fmt, block_length, context_length)
+    cache = Path(os.path.expanduser(cache_dir)) / "prepared" if cache_dir else None
+    if cache is not None and (hit := _load(cache, key)) is not None:
+        log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
+        return hit
+
     conversations, report = load_source(cfg.source)
     log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept, report.dropped)
+    split = {"conversations_split": 0, "pieces_over_context": 0}
 
-    def render_one(conv: Conversation):
-        try:
-            return render(conv.messages, tokenizer, fmt)
-        except TemplateError as err:
-            raise TemplateError(f"{conv.origin}: {err}") from err
+    def render_one(messages) -> Rendered:
+        return render(messages, tokenizer, fmt)
 
-    order = shuffled(conversations, cfg.shuffle_seed)
-    examples = take_budget(order, render_one, cfg.amount, source=f"data source '{cfg.source.name}'")
-    rows = pack(examples, block_length)
-    loss_tokens = sum(sum(label != -100 for label in r.labels) for r in rows)
-    total = sum(len(e.input_ids) for e in examples)
-    data = PreparedData(rows=rows, examples=len(examples), total_tokens=total, loss_tokens=loss_tokens,
+    def examples(order: list[Conversation]) -> Iterator[Rendered]:
+        for conv in order:
+            try:
+                whole = render_one(conv.messages)
+                if len(whole.input_ids) <= context_length:
+                    yield whole
+                    continue
+                pieces = split_at_turns(conv.messages, lambda m: len(render_one(m).input_ids) <= context_length)
+                split["conversations_split"] += len(pieces) > 1
+                for piece in pieces:
+                    rendered = render_one(piece)
+                    split["pieces_over_context"] += len(rendered.input_ids) > context_length
+                    yield rendered
+            except TemplateError as err:
+                raise TemplateError(f"{conv.origin}: {err}") from err
+
+    taken = take_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
+                        source=f"data source '{cfg.source.name}'")
+    rows = pack(taken, block_length)
+    data = PreparedData(rows=rows, examples=len(taken), total_tokens=sum(len(e.input_ids) for e in taken),
+                        loss_tokens=sum(sum(label != IGNORE for label in r.labels) for r in rows),
                         packing_efficiency=packing_efficiency(rows, block_length), template=fmt.name,
-                        load_report=report.as_dict())
+                        load_report=report.as_dict(), split=split, cache="off" if cache is None else "miss")
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
-             cfg.amount if cfg.amount is not None else "all", data.examples, loss_tokens, len(rows),
+             cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
              block_length, data.packing_efficiency)
+    if cache is not None:
+        _store(cache, key, data)
     return data
+
+
+# --- cache -----------------------------------------------------------------------------------------
+
+
+def source_fingerprint(cfg: DataSourceConfig) -> dict:
+    """What the source's content is: file hashes for local files and folders, the id for hub datasets."""
+    if cfg.format == "mix":
+        return {part.source: source_fingerprint(source_config_by_name(part.source)) for part in cfg.mix}
+    path = resolve_path(cfg.path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
+    if not files:
+        return {"id": cfg.path, "split": cfg.split}
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path.parent)).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(block)
+    return {"sha256": digest.hexdigest()}
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    text += str(getattr(tokenizer, "chat_template", "")) + str(tokenizer.special_tokens_map)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int) -> str:
+    source = dataclasses.asdict(cfg.source)
+    source.pop("description", None)
+    blob = json.dumps({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source),
+                       "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed, "tokenizer": tokenizer_fingerprint(tokenizer),
+                       "template": fmt.name, "block_length": block_length, "context_length": context_length},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _store(cache: Path, key: str, data: PreparedData) -> None:
+    cache.mkdir(parents=True, exist_ok=True)
+    flat = {name: np.array([t for r in data.rows for t in getattr(r, name)], dtype=np.int32)
+            for name in ("input_ids", "labels", "position_ids", "segment_ids")}
+    flat["row_lengths"] = np.array([len(r.input_ids) for r in data.rows], dtype=np.int64)
+    tmp = cache / f".{key}.{os.getpid()}.npz"
+    np.savez(tmp, **flat)
+    os.replace(tmp, cache / f"{key}.npz")
+    summary = data.summary() | {"cache": "hit"}
+    write_json_atomic(cache / f"{key}.json", summary)  # written last: its presence marks a complete entry
+
+
+def _load(cache: Path, key: str) -> PreparedData | None:
+    meta, arrays = cache / f"{key}.json", cache / f"{key}.npz"
+    if not meta.exists() or not arrays.exists():
+        return None
+    summary = json.loads(meta.read_text())
+    with np.load(arrays) as flat:
+        bounds = np.concatenate([[0], np.cumsum(flat["row_lengths"])])
+        columns = {name: flat[name].tolist() for name in ("input_ids", "labels", "position_ids", "segment_ids")}
+    rows = [PackedRow(*(columns[name][a:b] for name in ("input_ids", "labels", "position_ids", "segment_ids")))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return PreparedData(rows=rows, examples=summary["examples"], total_tokens=summary["total_tokens"],
+                        loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
+                        template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit")

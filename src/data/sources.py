@@ -1,96 +1,79 @@
-"""Data-source loaders, one per upstream format, in a registry keyed by format name.
+"""load_source: read a data source in its upstream format, parse, clean, and count every step.
 
-A loader yields (origin, record-or-error) pairs; `load_source` normalizes them into Conversations,
-counting every record it drops and why. With `strict`, the first bad record is an error naming its
-file and line.
+By default a bad record is skipped and counted per reason (failing above max_bad_fraction); with
+`strict` the first bad record is an error naming its file and line. Nothing is dropped silently:
+LoadReport holds the counts and the first place each kind of drop happened.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from omegaconf import OmegaConf
 
-from src import resolve_path
-from src.config import DataSourceConfig
-from src.data.conversation import Conversation, LoadReport, Message
+from src import PROJECT_ROOT
+from src.config import ConfigError, DataSourceConfig, build_dataclass
+from src.data.clean import check, clean
+from src.data.conversation import Conversation, LoadReport
+from src.data.formats import FORMATS, FormatError
+from src.data.formats.records import DataError
 
+__all__ = ["DataError", "check_conversation", "load_source", "source_config_by_name"]
 
-class DataError(ValueError):
-    """Bad input data; the message names the file and line."""
-
-
-# ShareGPT dumps use several role names; map them onto ours.
-SHAREGPT_ROLES = {
-    "human": "user", "user": "user",
-    "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
+check_conversation = check
+# drops the cleaning settings ask for (duplicates, other languages): not bad input, never strict errors
+CHOICES = ("duplicate_first_user_turn", "not_english")
 
 
-def _read_records(path: Path) -> Iterator[tuple[str, object]]:
-    """Yield (origin, parsed JSON or an Exception) for a JSON list or a JSONL file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read data source: {err.strerror or err}") from err
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and text.lstrip().startswith("["):
+def source_config_by_name(name: str) -> DataSourceConfig:
+    """conf/data_source/<name>.yaml (mixtures name their parts this way)."""
+    path = PROJECT_ROOT / "conf" / "data_source" / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"data.source.mix: no data source config {path}")
+    cfg = build_dataclass(DataSourceConfig, OmegaConf.to_container(OmegaConf.load(path), resolve=True), "data.source")
+    cfg.validate()
+    return cfg
+
+
+def load_source(cfg: DataSourceConfig) -> tuple[list[Conversation], LoadReport]:
+    if cfg.format == "mix":
+        return _load_mix(cfg)
+    if cfg.format not in FORMATS:
+        raise DataError(f"data.source.format: unknown format {cfg.format!r} (known: {', '.join([*FORMATS, 'mix'])})")
+    fmt = FORMATS[cfg.format]
+    if not fmt.trainable:
+        raise DataError(f"data source '{cfg.name}' ({cfg.format}) holds prompts only: use it for the judge, "
+                        "or get a teacher's answers with src.collect")
+    report = LoadReport(source=cfg.name)
+    conversations: list[Conversation] = []
+    seen_queries: set[str] = set()
+    parsed = 0
+    for origin, record in fmt.read(cfg):
+        report.read += 1
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
-        for index, item in enumerate(items):
-            yield f"{path}[{index}]", item
-        return
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
+            if isinstance(record, FormatError):
+                raise record
+            convs = fmt.parse(record, origin, cfg)
+        except FormatError as err:
+            _drop_or_raise(report, err.reason, origin, str(err), cfg.strict)
             continue
-        origin = f"{path}:{lineno}"
-        try:
-            yield origin, json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            yield origin, DataError(f"{origin}: invalid UTF-8 ({err.reason})")
-        except json.JSONDecodeError as err:
-            yield origin, DataError(f"{origin}: invalid JSON: {err.msg}")
-
-
-def parse_sharegpt(record: object, origin: str) -> Conversation:
-    """{"id", "conversations": [{"from": "human"|"gpt"|..., "value": str}]} -> Conversation."""
-    if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):
-        raise DataError(f"{origin}: not a ShareGPT record (needs a 'conversations' list)")
-    messages = []
-    for turn_index, turn in enumerate(record["conversations"]):
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise DataError(f"{origin}: turn {turn_index} needs 'from' and 'value'")
-        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
-        if role is None:
-            raise DataError(f"{origin}: turn {turn_index} has unknown role {turn['from']!r}")
-        if not isinstance(turn["value"], str):
-            raise DataError(f"{origin}: turn {turn_index} value is not a string")
-        messages.append(Message(role, turn["value"]))
-    return Conversation(id=str(record.get("id", origin)), messages=tuple(messages), origin=origin)
-
-
-FORMATS: dict[str, Callable[[object, str], Conversation]] = {"sharegpt": parse_sharegpt}
-
-
-def check_conversation(conv: Conversation) -> str | None:
-    """Why a conversation cannot be trained on, or None when it can."""
-    if not conv.messages:
-        return "empty_conversation"
-    if any(not m.content.strip() for m in conv.messages):
-        return "empty_turn"
-    if not any(m.role == "assistant" for m in conv.messages):
-        return "no_assistant_turn"
-    first = next(m.role for m in conv.messages if m.role != "system")
-    if first != "user":
-        return "assistant_before_user"
-    return None
+        parsed += len(convs)
+        for conv in convs:
+            kept, reason, changes = clean(conv, cfg.clean, seen_queries)
+            for change in changes:
+                report.changed[change] = report.changed.get(change, 0) + 1
+            if reason:
+                _drop_or_raise(report, reason, conv.origin, f"{conv.origin}: {reason.replace('_', ' ')}",
+                               cfg.strict and reason not in CHOICES)
+                continue
+            conversations.append(kept)
+    report.kept = len(conversations)
+    report.steps = {"records_read": report.read, "conversations_parsed": parsed, "kept": report.kept}
+    bad = {reason: n for reason, n in report.dropped.items() if reason not in CHOICES}
+    if report.read and sum(bad.values()) / report.read > cfg.max_bad_fraction:
+        raise DataError(
+            f"{cfg.path}: {sum(bad.values())} of {report.read} records are bad ({bad}), more than "
+            f"data.source.max_bad_fraction={cfg.max_bad_fraction}; first at {report.examples[next(iter(bad))]}"
+        )
+    return conversations, report
 
 
 def _drop_or_raise(report: LoadReport, reason: str, origin: str, message: str, strict: bool) -> None:
@@ -99,36 +82,24 @@ def _drop_or_raise(report: LoadReport, reason: str, origin: str, message: str, s
     report.drop(reason, origin)
 
 
-def load_source(cfg: DataSourceConfig) -> tuple[list[Conversation], LoadReport]:
-    if cfg.format not in FORMATS:
-        raise DataError(f"data.source.format: unknown format {cfg.format!r} (known: {', '.join(FORMATS)})")
-    path = resolve_path(cfg.path)
-    if not path.exists():
-        raise DataError(f"data.source.path: {path} does not exist (data source '{cfg.name}')")
-    parse = FORMATS[cfg.format]
+def _load_mix(cfg: DataSourceConfig) -> tuple[list[Conversation], LoadReport]:
+    """The study's ShareGPT-Mix: parts loaded with their own settings, each capped, in listed order
+    (one seeded shuffle of the whole mixture happens later, in prepare)."""
     report = LoadReport(source=cfg.name)
     conversations: list[Conversation] = []
-    for origin, record in _read_records(path):
-        report.read += 1
-        if isinstance(record, Exception):
-            reason = "invalid_utf8" if "UTF-8" in str(record) else "invalid_json"
-            _drop_or_raise(report, reason, origin, str(record), cfg.strict)
-            continue
-        try:
-            conv = parse(record, origin)
-        except DataError as err:
-            reason = "unknown_role" if "unknown role" in str(err) else "malformed_record"
-            _drop_or_raise(report, reason, origin, str(err), cfg.strict)
-            continue
-        problem = check_conversation(conv)
-        if problem:
-            _drop_or_raise(report, problem, origin, f"{origin}: {problem.replace('_', ' ')}", cfg.strict)
-            continue
-        conversations.append(conv)
+    report.parts = {}
+    for part in cfg.mix:
+        convs, part_report = load_source(source_config_by_name(part.source))
+        taken = convs[: part.max_examples] if part.max_examples is not None else convs
+        report.read += part_report.read
+        for reason, count in part_report.dropped.items():
+            report.dropped[f"{part.source}/{reason}"] = count
+        for reason, origin in part_report.examples.items():
+            report.examples[f"{part.source}/{reason}"] = origin
+        if len(taken) < len(convs):
+            report.dropped[f"{part.source}/over_cap"] = len(convs) - len(taken)
+        report.parts[part.source] = {**part_report.as_dict(), "taken": len(taken)}
+        conversations += taken
     report.kept = len(conversations)
-    if report.read and report.bad / report.read > cfg.max_bad_fraction:
-        raise DataError(
-            f"{path}: {report.bad} of {report.read} records are bad ({report.dropped}), more than "
-            f"data.source.max_bad_fraction={cfg.max_bad_fraction}; first at {next(iter(report.examples.values()))}"
-        )
+    report.steps = {"records_read": report.read, "kept": report.kept}
     return conversations, report

@@ -1,0 +1,105 @@
+"""Cleaning steps between parsing and budgeting. Each returns the conversation to keep (possibly
+changed) or a drop reason, so every drop is counted.
+
+English filter (a documented heuristic, no language-ID model): the first user turn is English-like
+when at least `min_ascii_letters` of its letters are ASCII. It removes conversations in non-Latin
+scripts (the bulk of ShareGPT's non-English share); it keeps other Latin-script languages.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from src.config import CleanConfig
+from src.data.conversation import Conversation, Message
+
+
+def html_to_markdown(text: str) -> str:
+    """ShareGPT's HTML replies (paragraphs, lists, code blocks) as markdown; plain text is left alone."""
+    if "<" not in text or not re.search(r"</?[a-zA-Z][^>]*>", text):
+        return text
+    from markdownify import markdownify
+
+    return markdownify(text, heading_style="ATX", bullets="-").strip()
+
+
+def ascii_letter_share(text: str) -> float:
+    letters = [ch for ch in text if ch.isalpha()]
+    return sum(ch.isascii() for ch in letters) / len(letters) if letters else 1.0
+
+
+def first_user(conv: Conversation) -> str:
+    return next((m.content for m in conv.messages if m.role == "user"), "")
+
+
+def normalize_query(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def check(conv: Conversation) -> str | None:
+    """Why a conversation cannot be trained on, or None when it can."""
+    if not conv.messages:
+        return "empty_conversation"
+    if any(not m.content.strip() for m in conv.messages):
+        return "empty_turn"
+    if not any(m.role == "assistant" for m in conv.messages):
+        return "no_assistant_turn"
+    if next(m.role for m in conv.messages if m.role != "system") != "user":
+        return "assistant_before_user"
+    return None
+
+
+def clean(conv: Conversation, cfg: CleanConfig, seen_queries: set[str]) -> tuple[Conversation | None, str | None, list[str]]:
+    """(kept conversation or None, drop reason or None, names of the changes made)."""
+    changes: list[str] = []
+    problem = check(conv)
+    if problem:
+        return None, problem, changes
+    if cfg.html_to_markdown:
+        converted = tuple(Message(m.role, html_to_markdown(m.content)) for m in conv.messages)
+        if converted != conv.messages:
+            changes.append("html_converted")
+            conv = replace(conv, messages=converted)
+            if any(not m.content.strip() for m in conv.messages):
+                return None, "empty_turn", changes  # a turn that was only markup
+    if cfg.trim_trailing_user and conv.messages[-1].role != "assistant":
+        messages = list(conv.messages)
+        while messages[-1].role != "assistant":
+            messages.pop()  # the dump cut off the reply: the question alone teaches nothing
+        changes.append("trailing_user_turn_trimmed")
+        conv = replace(conv, messages=tuple(messages))
+    if cfg.english_only and ascii_letter_share(first_user(conv)) < cfg.min_ascii_letters:
+        return None, "not_english", changes
+    if cfg.dedup_first_user:
+        key = normalize_query(first_user(conv))
+        if key in seen_queries:
+            return None, "duplicate_first_user_turn", changes
+        seen_queries.add(key)
+    return conv, None, changes
+
+
+def split_at_turns(messages: tuple[Message, ...], fits) -> list[tuple[Message, ...]]:
+    """Split a conversation into consecutive pieces that each `fits`, cutting only before a user turn;
+    a leading system message is repeated in every piece. A single exchange that does not fit stays
+    whole (the budget and packing handle it; the count of such pieces is reported)."""
+    system = tuple(m for m in messages[:1] if m.role == "system")
+    body = messages[len(system):]
+    exchanges: list[list[Message]] = []
+    for message in body:
+        if message.role == "user" or not exchanges:
+            exchanges.append([message])
+        else:
+            exchanges[-1].append(message)
+    pieces: list[tuple[Message, ...]] = []
+    current: list[Message] = []
+    for exchange in exchanges:
+        candidate = (*system, *current, *exchange)
+        if current and not fits(candidate):
+            pieces.append((*system, *current))
+            current = list(exchange)
+        else:
+            current += exchange
+    if current:
+        pieces.append((*system, *current))
+    return pieces

@@ -1,0 +1,40 @@
+"""Upstream data formats, one module each, in a registry keyed by the data source's `format`.
+
+A format reads records (with their origin, file:line, for error messages) and parses one record into
+zero or more Conversations; a record it cannot parse raises FormatError with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from src.config import DataSourceConfig
+from src.data.conversation import Conversation
+from src.data.formats import discord, hc3, hub, koala, messages, nq, sharegpt
+from src.data.formats.records import FormatError, read_records
+
+__all__ = ["FORMATS", "Format", "FormatError"]
+
+
+@dataclass(frozen=True)
+class Format:
+    read: Callable[[DataSourceConfig], Iterator[tuple[str, object]]]
+    parse: Callable[[object, str, DataSourceConfig], list[Conversation]]
+    trainable: bool = True  # False: prompts only (judge and human-rating sets)
+    html: bool = False  # raw dumps of this format hold HTML
+
+
+def _file(cfg: DataSourceConfig):
+    return read_records(cfg.path)
+
+
+FORMATS: dict[str, Format] = {
+    "sharegpt": Format(_file, sharegpt.parse, html=True),
+    "hc3": Format(hc3.read, hc3.parse),
+    "discord": Format(_file, discord.parse),
+    "nq_synthetic": Format(_file, nq.parse),
+    "koala_prompts": Format(_file, koala.parse, trainable=False),
+    "messages": Format(_file, messages.parse),
+    "hub": Format(hub.read, hub.parse),
+}

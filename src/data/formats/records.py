@@ -1,0 +1,68 @@
+"""Reading JSON records from a JSON list or a JSONL file, keeping each record's origin."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from src import resolve_path
+
+
+class FormatError(ValueError):
+    """A record that does not fit its format; `reason` names the kind for the drop counts."""
+
+    def __init__(self, message: str, reason: str = "malformed_record"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and line."""
+
+
+def read_records(path_text: str) -> Iterator[tuple[str, object]]:
+    """Yield (origin, parsed JSON or a FormatError) for a JSON list or a JSONL file."""
+    path = resolve_path(path_text)
+    if not path.exists():
+        raise DataError(f"data.source.path: {path} does not exist")
+    yield from read_path(path)
+
+
+def read_path(path: Path) -> Iterator[tuple[str, object]]:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read data source: {err.strerror or err}") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.lstrip().startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+        for index, item in enumerate(items):
+            yield f"{path}[{index}]", item
+        return
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{lineno}"
+        try:
+            yield origin, json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            yield origin, FormatError(f"{origin}: invalid UTF-8 ({err.reason})", "invalid_utf8")
+        except json.JSONDecodeError as err:
+            yield origin, FormatError(f"{origin}: invalid JSON: {err.msg}", "invalid_json")
+
+
+def require(record: object, origin: str, **fields: type) -> dict:
+    """The record as a dict holding each field with the given type, or a FormatError naming it."""
+    if not isinstance(record, dict):
+        raise FormatError(f"{origin}: expected a JSON object, got {type(record).__name__}")
+    for name, kind in fields.items():
+        if not isinstance(record.get(name), kind):
+            raise FormatError(f"{origin}: field '{name}' missing or not a {kind.__name__}")
+    return record
