@@ -5,12 +5,15 @@ VENV_FLAGS ?=                 # --system-site-packages reuses a CUDA torch alrea
 TORCH_VERSION ?= 2.13.0       # installed only when the venv has no torch (the CPU wheel here)
 EXPERIMENT ?= paper_broad
 SWEEP ?= multirun/demo
+SOURCE ?= demo
+MODEL ?= smollm2_135m
+AMOUNTS ?= 5K,20K
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install.stamp
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo sweep test test-slow bench report sync dashboard slurm-up slurm-down lint data
+.PHONY: help install demo sweep test test-slow bench report sync dashboard slurm-up slurm-down lint data demo-data
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,7 +59,10 @@ slurm-up: install ## start a one-node Slurm cluster here (root; state in .slurm/
 slurm-down: ## stop the daemons slurm-up started (by their pid files)
 	$(BIN)/python -m tests.slurm_cluster down --root .slurm
 
-data: install ## rebuild the demo imitation set with the stand-in teacher (about 15 minutes on 2 cores)
+data: install ## a data source as training sees it: SOURCE=demo MODEL=smollm2_135m AMOUNTS=5K,20K
+	$(BIN)/python -m src.data --source $(SOURCE) --model $(MODEL) --amounts $(AMOUNTS)
+
+demo-data: install ## rebuild the demo imitation set with the stand-in teacher (about 13 minutes on 2 cores)
 	$(BIN)/python -m src.demo_data
 
 lint: install ## ruff

@@ -70,7 +70,7 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
         for conv in order:
             try:
                 whole = render_one(conv.messages)
-                if len(whole.input_ids) <= context_length:
+                if len(whole.input_ids) <= context_length or not cfg.source.clean.split_long:
                     yield whole
                     continue
                 pieces = split_at_turns(conv.messages, lambda m: len(render_one(m).input_ids) <= context_length)
