@@ -105,7 +105,9 @@ def test_data_cli_shows_counts_mask_and_budgets():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert '"read": 275' in out and '"kept": 275' in out
-    assert "[[" in out and "<|im_end|>]]" in out  # the reply and its end-of-turn carry the loss
-    assert "<|im_start|>user" in out.split("[[")[0]  # the prompt does not
+    example = out.split("inside [[ ]]:")[1]
+    prompt, reply = example.split("[[", 1)
+    assert "<|im_start|>user" in prompt and "<|im_start|>assistant" in prompt  # the prompt carries no loss
+    assert reply.split("]]")[0].endswith("<|im_end|>")  # the reply and its end-of-turn do
     assert "5K: 65 examples (the last cut to fit), 5000 tokens" in out
     assert "1M: data.amount=1000000 tokens is more than data source 'demo' holds (21472 tokens" in out
