@@ -7,11 +7,11 @@ import platform
 import time
 from importlib import metadata
 
-from bench import packing
+from bench import generation, packing, prepare
 from src import PROJECT_ROOT
 from src.io import write_json_atomic
 
-BENCHES = [packing.run]
+BENCHES = [packing.run, prepare.run, generation.run]
 
 
 def main() -> None:
@@ -21,10 +21,13 @@ def main() -> None:
         rows += bench()
         print(f"{bench.__module__}: {time.perf_counter() - start:.1f} s")
     width = max(len(r["name"]) for r in rows)
-    print(f"\n{'benchmark'.ljust(width)}  {'ours':>10}  {'baseline':>10}  {'ratio':>7}  target")
+    print(f"\n{'benchmark'.ljust(width)}  {'ours':>10}  {'baseline':>10}  {'ratio':>7}  target  met")
     for r in rows:
         target = r.get("target", "")
-        print(f"{r['name'].ljust(width)}  {r['ours']:>10.4g}  {r['baseline']:>10.4g}  {r['ratio']:>6.2f}x  {target}")
+        met = "" if not target else ("yes" if r["ratio"] >= float(target.strip(">= x")) else "NO")
+        r["met"] = met
+        print(f"{r['name'].ljust(width)}  {r['ours']:>10.4g}  {r['baseline']:>10.4g}  {r['ratio']:>6.2f}x  "
+              f"{target:6}  {met}")
     write_json_atomic(PROJECT_ROOT / "bench" / "results.json", {
         "date": time.strftime("%Y-%m-%d"), "machine": platform.platform(), "processor": platform.processor(),
         "versions": {p: metadata.version(p) for p in ("torch", "transformers")}, "rows": rows,

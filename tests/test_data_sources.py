@@ -95,3 +95,30 @@ def test_mixture_caps_parts_and_counts_each(monkeypatch):
     assert len(convs) == 5 + 3
     assert report.dropped == {"a/over_cap": 7}
     assert report.parts["a"]["taken"] == 5 and report.parts["b"]["kept"] == 3
+
+
+def test_english_heuristic_on_hand_picked_queries():
+    from src.data.clean import looks_english
+
+    assert looks_english("How do I reverse a list in Python?", 0.9)
+    assert looks_english("Sort this: 3 1 2", 0.9)  # short: script alone decides
+    assert not looks_english("Как дела? Расскажи о погоде.", 0.9)
+    assert not looks_english("¿Cómo puedo ordenar una lista de números en Python sin usar ninguna función?", 0.9)
+    assert not looks_english("Wie kann ich eine Liste in Python umdrehen, ohne eine Schleife zu benutzen?", 0.9)
+
+
+def test_code_block_language_is_kept():
+    from src.data.clean import html_to_markdown
+
+    html = '<p>Try:</p><pre><code class="language-python">print(1)\n</code></pre>'
+    assert html_to_markdown(html) == "Try:\n\n```python\nprint(1)\n```"
+
+
+def test_invalid_utf8_inside_a_json_list_costs_one_record(tmp_path):
+    good = json.dumps({"id": "a", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]})
+    bad = good.replace('"a"}]', '"\\u00e9 X"}]').encode().replace(b"X", b"\xff")
+    path = tmp_path / "d.json"
+    path.write_bytes(b"[\n" + good.encode() + b",\n" + bad + b",\n" + good.encode() + b"\n]")
+    convs, report = load_source(source("sharegpt", path, max_bad_fraction=0.5))
+    assert len(convs) == 2 and report.dropped == {"invalid_utf8": 1}
+    assert report.examples["invalid_utf8"].endswith("d.json[1]")

@@ -2,8 +2,10 @@
 changed) or a drop reason, so every drop is counted.
 
 English filter (a documented heuristic, no language-ID model): the first user turn is English-like
-when at least `min_ascii_letters` of its letters are ASCII. It removes conversations in non-Latin
-scripts (the bulk of ShareGPT's non-English share); it keeps other Latin-script languages.
+when (1) at least `min_ascii_letters` of its letters are ASCII, which rejects non-Latin scripts (the
+bulk of ShareGPT's non-English share), and (2) once it has 8 words or more, at least 12% of them are
+common English function words (the, of, is, you, ...), which rejects most Spanish, French or German.
+Short Latin-script queries pass on (1) alone.
 """
 
 from __future__ import annotations
@@ -21,12 +23,33 @@ def html_to_markdown(text: str) -> str:
         return text
     from markdownify import markdownify
 
-    return markdownify(text, heading_style="ATX", bullets="-").strip()
+    markdown = markdownify(text, heading_style="ATX", bullets="-", code_language_callback=_code_language)
+    return re.sub(r"\n{3,}", "\n\n", markdown).strip()
+
+
+def _code_language(pre) -> str:
+    """ChatGPT's HTML names a code block's language as class="language-python" on its <code>."""
+    code = pre.find("code")
+    classes = (code.get("class") or []) if code is not None else []
+    return next((c.removeprefix("language-") for c in classes if c.startswith("language-")), "")
+
+
+FUNCTION_WORDS = frozenset(
+    "the a an and or but of to in on at for with from by as is are was were be been it this that these those "
+    "i you he she we they my your his her our their me him us them not no do does did have has had can could "
+    "will would should what which who how why when where if then than there here so".split())
 
 
 def ascii_letter_share(text: str) -> float:
     letters = [ch for ch in text if ch.isalpha()]
     return sum(ch.isascii() for ch in letters) / len(letters) if letters else 1.0
+
+
+def looks_english(text: str, min_ascii_letters: float) -> bool:
+    if ascii_letter_share(text) < min_ascii_letters:
+        return False
+    words = re.findall(r"[a-z']+", text.lower())
+    return len(words) < 8 or sum(w in FUNCTION_WORDS for w in words) / len(words) >= 0.12
 
 
 def first_user(conv: Conversation) -> str:
@@ -69,7 +92,7 @@ def clean(conv: Conversation, cfg: CleanConfig, seen_queries: set[str]) -> tuple
             messages.pop()  # the dump cut off the reply: the question alone teaches nothing
         changes.append("trailing_user_turn_trimmed")
         conv = replace(conv, messages=tuple(messages))
-    if cfg.english_only and ascii_letter_share(first_user(conv)) < cfg.min_ascii_letters:
+    if cfg.english_only and not looks_english(first_user(conv), cfg.min_ascii_letters):
         return None, "not_english", changes
     if cfg.dedup_first_user:
         key = normalize_query(first_user(conv))

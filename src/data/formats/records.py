@@ -34,17 +34,8 @@ def read_path(path: Path) -> Iterator[tuple[str, object]]:
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read data source: {err.strerror or err}") from err
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
-        for index, item in enumerate(items):
-            yield f"{path}[{index}]", item
+    if raw.lstrip().startswith(b"["):
+        yield from _json_list(path, raw)
         return
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
@@ -56,6 +47,28 @@ def read_path(path: Path) -> Iterator[tuple[str, object]]:
             yield origin, FormatError(f"{origin}: invalid UTF-8 ({err.reason})", "invalid_utf8")
         except json.JSONDecodeError as err:
             yield origin, FormatError(f"{origin}: invalid JSON: {err.msg}", "invalid_json")
+
+
+def _json_list(path: Path, raw: bytes) -> Iterator[tuple[str, object]]:
+    """A JSON list, parsed whole. A stray invalid UTF-8 byte costs the records that hold it (decoded
+    as U+FFFD, then flagged), not the whole file."""
+    first_bad_line = None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        first_bad_line = raw[: err.start].count(b"\n") + 1
+        text = raw.decode("utf-8", errors="replace")
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+    for index, item in enumerate(items):
+        origin = f"{path}[{index}]"
+        if first_bad_line is not None and "\ufffd" in json.dumps(item, ensure_ascii=False):
+            yield origin, FormatError(f"{origin}: invalid UTF-8 (the file's first bad byte is on line "
+                                      f"{first_bad_line})", "invalid_utf8")
+        else:
+            yield origin, item
 
 
 def require(record: object, origin: str, **fields: type) -> dict:
