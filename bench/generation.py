@@ -13,7 +13,7 @@ PROMPTS = [f"Q: What is a good way to {task}?\nA:" for task in (
     "learn to cook", "sleep better", "save money", "start running", "read more", "learn chess", "bake bread",
     "write an essay", "plant a tree", "paint a wall", "fix a bike", "learn to swim", "make tea", "study math",
     "clean a room", "plan a trip")]
-NEW_TOKENS = 48
+NEW_TOKENS = 32
 
 
 def run() -> list[dict]:
