@@ -38,7 +38,7 @@ PROMPT_TEMPLATE = (
     "Use exactly the same format: a line starting with Q: and the next line starting with A:."
 )
 SHOTS = 5  # seed pairs shown per request, as in the study
-PAIR_RE = re.compile(r"^\W*(?:q|question)\s*\d*\s*[:.)]\s*(?P<q>.+?)\s*\n+\W*(?:a|answer)\s*\d*\s*[:.)]\s*(?P<a>.+?)\s*$",
+PAIR_RE = re.compile(r"^\W*(?:\d+[.)]\s*)?(?:q|question)\s*\d*\s*[:.)]\s*(?P<q>.+?)\s*\n+\W*(?:a|answer)\s*\d*\s*[:.)]\s*(?P<a>.+?)\s*$",
                      re.IGNORECASE | re.MULTILINE)
 
 
@@ -104,7 +104,7 @@ def invalid_reason(question: str, answer: str) -> str | None:
         return "answer_length"
     if not re.search(r"[a-z]", question) or not re.search(r"\w", answer):
         return "no_text"
-    if answer.lower().strip(" .") in question:
+    if re.search(rf"\b{re.escape(answer.lower().strip(' .'))}\b", question):
         return "answer_in_question"
     return None
 
