@@ -203,10 +203,16 @@ class LocalTeacher:
         for request in requests:
             batch.append(request)
             if len(batch) == self.batch_size:
-                yield from zip(batch, local_generate(self.handle, [r.messages for r in batch], sampling), strict=True)
+                yield from self._answer(batch, sampling)
                 batch = []
         if batch:
-            yield from zip(batch, local_generate(self.handle, [r.messages for r in batch], sampling), strict=True)
+            yield from self._answer(batch, sampling)
+
+    def _answer(self, batch: list[ChatRequest], sampling: Sampling):
+        results = local_generate(self.handle, [r.messages for r in batch], sampling)
+        for request, result in zip(batch, results, strict=True):
+            # An empty reply is as useless from a local model as from an endpoint: counted, skipped.
+            yield request, (result if result.text else MalformedReply("empty reply"))
 
 
 def load_local_handle(model: str, cache_dir: str, device):
