@@ -161,7 +161,9 @@ def read_partial(path: Path) -> tuple[dict[str, dict], int]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise CollectError(f"{path}:{lineno}: corrupt partial output ({err.msg}); move it away to start over") from err
-        done[record["id"]] = record
+        if not isinstance(record, dict) or "id" not in record or "conversations" not in record:
+            raise CollectError(f"{path}:{lineno}: not a collected record; move the file away to start over")
+        done[str(record["id"])] = record
     return done, torn
 
 
