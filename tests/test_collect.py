@@ -157,3 +157,10 @@ def test_resume_after_kill(tmp_path):
     partial_ids = [json.loads(line)["id"] for line in partial.read_text().splitlines()]
     assert sorted(partial_ids) == sorted(ids)  # every prompt once: no duplicates, none lost
     assert len(asked_again) <= 1  # only a reply in flight at the kill can have been asked twice
+
+
+def test_a_corrupt_partial_file_is_an_error_naming_its_line(tmp_path):
+    out = tmp_path / "o.json"
+    partial_path(out).write_text('{"id": "a", "conversations": []}\nnot json\n{"id": "b", "conversations": []}\n')
+    with pytest.raises(CollectError, match=r"o.json.partial.jsonl:2: corrupt partial output"):
+        collect([Prompt("a", "x")], fast_teacher("http://127.0.0.1:9/v1"), out, CollectSettings())
