@@ -68,6 +68,11 @@ def normalize_question(text: str) -> str:
     return " ".join(text.lower().split()).rstrip(" ?")
 
 
+def dedup_key(question: str) -> str:
+    """Questions equal up to case, spacing and punctuation ('moby-dick' / "moby dick") are one."""
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", question.lower()).split())
+
+
 def load_seeds(path: Path, minimum: int = SHOTS) -> list[QA]:
     seeds = []
     for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
@@ -116,7 +121,8 @@ def build(seeds: list[QA], teacher: Teacher, n: int, sampling: Sampling, per_req
     rng = random.Random(seed)
     stats = BuildStats()
     start = time.perf_counter()
-    seed_questions = {qa.question for qa in seeds}
+    seed_questions = {dedup_key(qa.question) for qa in seeds}
+    exclude = frozenset(dedup_key(q) for q in exclude)
     seen = set(seed_questions)
     kept: list[QA] = []
     bar = progress(None, "nq-synthetic", total=n)
@@ -143,14 +149,14 @@ def build(seeds: list[QA], teacher: Teacher, n: int, sampling: Sampling, per_req
                 reason = invalid_reason(question, answer)
                 if reason:
                     stats.invalid[reason] = stats.invalid.get(reason, 0) + 1
-                elif question in seed_questions:
+                elif dedup_key(question) in seed_questions:
                     stats.duplicate_of_seed += 1
-                elif question in exclude:
+                elif dedup_key(question) in exclude:
                     stats.in_excluded += 1
-                elif question in seen:
+                elif dedup_key(question) in seen:
                     stats.duplicate += 1
                 elif len(kept) < n:
-                    seen.add(question)
+                    seen.add(dedup_key(question))
                     kept.append(QA(question, (answer,)))
                     bar.update(1)
     bar.close()

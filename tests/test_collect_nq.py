@@ -9,7 +9,7 @@ from teacher_servers import FaultServer
 from src import PROJECT_ROOT
 from src.config import DataSourceConfig
 from src.data.sources import load_source
-from src.nq_synthetic import QA, build, load_seeds, main, parse_pairs
+from src.nq_synthetic import QA, build, dedup_key, load_seeds, main, parse_pairs
 from src.teachers import HttpTeacher, Sampling
 
 SEEDS = PROJECT_ROOT / "data" / "nq_synthetic" / "seeds.jsonl"
@@ -24,7 +24,7 @@ A: Lima
 1. Question: who wrote the novel war and peace
    Answer: Leo Tolstoy
 
-Q: What is the capital of Peru
+Q: What is the capital of "Peru"
 A: Lima.
 
 Q: what is the capital of portugal?
@@ -86,9 +86,9 @@ def test_cli_writes_loadable_sets_and_records_the_prompt(tmp_path):
 def test_shipped_demo_set_is_valid_and_disjoint_from_the_evaluation_set():
     folder = PROJECT_ROOT / "data" / "nq_synthetic"
     built = load_seeds(folder / "nq_synthetic.jsonl", minimum=1)
-    evaluation = {qa.question for qa in load_seeds(PROJECT_ROOT / "data" / "nq" / "nq_open_demo.jsonl")}
-    seeds = {qa.question for qa in load_seeds(SEEDS)}
-    questions = [qa.question for qa in built]
+    evaluation = {dedup_key(qa.question) for qa in load_seeds(PROJECT_ROOT / "data" / "nq" / "nq_open_demo.jsonl")}
+    seeds = {dedup_key(qa.question) for qa in load_seeds(SEEDS)}
+    questions = [dedup_key(qa.question) for qa in built]
     assert len(questions) == len(set(questions)) >= 20
     assert not (set(questions) & (evaluation | seeds))
     meta = json.loads((folder / "build.json").read_text())
