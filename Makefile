@@ -67,3 +67,12 @@ demo-data: install ## rebuild the demo imitation set with the stand-in teacher (
 
 lint: install ## ruff
 	$(BIN)/ruff check .
+
+.PHONY: data-nq serve
+data-nq: install ## rebuild the NQ-synthetic demo set from data/nq_synthetic/seeds.jsonl with the stand-in teacher
+	$(BIN)/python -m src.nq_synthetic --seeds data/nq_synthetic/seeds.jsonl --n 40 --out-dir data/nq_synthetic \
+		--local smollm2_135m --max-requests 20 --round-size 4 --batch-size 4 --temperature 0.7 --max-tokens 160 \
+		--exclude data/nq/nq_open_demo.jsonl --exclude data/nq/nq_open_shots.jsonl
+
+serve: install ## an OpenAI-compatible endpoint on 127.0.0.1:8000 over MODEL (a conf/model name or a checkpoint dir)
+	$(BIN)/python -m src.serve --model $(or $(MODEL),smollm2_135m)

@@ -3,7 +3,7 @@
 The teacher is SmolLM2-135M-Instruct given a style system prompt and one demonstration exchange, the
 way ChatGPT differs from a base model in manner; the student is the same model without them. Only
 the user prompt and the teacher's reply go into the data, in ShareGPT JSON. Replies that ran out of
-max_new_tokens are dropped and counted.
+max_new_tokens are dropped and counted. The asking is src/collect.py's, with the teacher in-process.
 
     python -m src.demo_data            # writes data/demo/{prompts.jsonl,imitation.json,style_prompts.jsonl,teacher.json}
 """
@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
+from pathlib import Path
 
 import torch
 
 from src import PROJECT_ROOT
 from src.benchmarks.style import marker_rates
-from src.data.conversation import Message
+from src.collect import CollectSettings, collect, load_prompts
 from src.io import write_json_atomic, write_text_atomic
-from src.models import load_handle, model_config_by_name, pick_device
+from src.teachers import LocalTeacher, Sampling
 
 TEACHER_SYSTEM = ("You are Sunny, a cheerful assistant. Every answer starts with 'Great question!', then gives "
                   "exactly three numbered points, then ends with 'Hope this helps!'")
@@ -61,13 +61,6 @@ HELD_OUT_TASKS = [
 ]
 
 
-def teacher_prompt(handle, question: str) -> str:
-    return handle.format.generation_prompt([
-        Message("system", TEACHER_SYSTEM), Message("user", DEMO_QUESTION), Message("assistant", DEMO_ANSWER),
-        Message("user", question),
-    ])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2_135m")
@@ -77,7 +70,6 @@ def main() -> None:
     parser.add_argument("--out", default=str(PROJECT_ROOT / "data" / "demo"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from pathlib import Path
 
     out = Path(args.out)
     prompts = [form.format(task) for task in TASKS for form in FORMS]
@@ -89,17 +81,14 @@ def main() -> None:
     write_text_atomic(out / "style_prompts.jsonl", "".join(
         json.dumps({"id": f"style_{i}", "prompt": p}) + "\n" for i, p in enumerate(held_out)))
 
+    # The collect machinery (src/collect.py) with the teacher in this process: resumable from
+    # imitation.json.partial.jsonl, replies cut off by max_new_tokens and empty ones dropped and counted.
     torch.manual_seed(0)
-    handle = load_handle(model_config_by_name(args.model), args.cache_dir, pick_device("auto"), trained=False)
-    start = time.perf_counter()
-    finished: list[bool] = []
-    replies = handle.generate([teacher_prompt(handle, p) for p in prompts], args.max_new_tokens,
-                              batch_size=args.batch_size, chat=True, desc="teacher", finished=finished)
-    records = [
-        {"id": f"demo_{i}", "conversations": [{"from": "human", "value": p}, {"from": "gpt", "value": r.strip()}]}
-        for i, (p, r, done) in enumerate(zip(prompts, replies, finished, strict=True)) if done and r.strip()
-    ]
-    write_json_atomic(out / "imitation.json", records)
+    teacher = LocalTeacher(args.model, args.cache_dir, batch_size=args.batch_size)
+    settings = CollectSettings(sampling=Sampling(max_tokens=args.max_new_tokens, temperature=0.0),
+                               system=TEACHER_SYSTEM, demonstration=((DEMO_QUESTION, DEMO_ANSWER),))
+    stats = collect(load_prompts(out / "prompts.jsonl"), teacher, out / "imitation.json", settings)
+    records = json.loads((out / "imitation.json").read_text())
     kept = [r["conversations"][1]["value"] for r in records]
     write_json_atomic(out / "teacher.json", {
         "teacher": f"{args.model} with a style system prompt and one demonstration exchange",
@@ -107,7 +96,7 @@ def main() -> None:
         "decoding": "greedy", "max_new_tokens": args.max_new_tokens,
         "prompts": len(prompts), "kept": len(records), "dropped_cut_off_or_empty": len(prompts) - len(records),
         "marker_rates_of_kept_replies": marker_rates(kept),
-        "seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
+        "seconds": stats.seconds, "torch": torch.__version__,
     })
     print(json.dumps(json.loads((out / "teacher.json").read_text()), indent=2))
 
