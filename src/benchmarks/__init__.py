@@ -11,11 +11,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from src.benchmarks import humaneval, nq, style
+from src.benchmarks import humaneval, mmlu, nq, style
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError, build_dataclass
 
 BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
+    "mmlu": (mmlu.MMLUSettings, mmlu.run),
     "nq": (nq.NQSettings, nq.run),
     "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
     "style": (style.StyleSettings, style.run),
