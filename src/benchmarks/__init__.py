@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.benchmarks import cache, humaneval, mmlu, nq, style
+from src.benchmarks import cache, humaneval, mmlu, nq, style, toxicity
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError, build_dataclass
 
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
     "nq": (nq.NQSettings, nq.run),
     "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
     "style": (style.StyleSettings, style.run),
+    "toxicity": (toxicity.ToxicitySettings, toxicity.run),
 }
 
 
