@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.benchmarks import cache, humaneval, mmlu, nq, style, toxicity
+from src.benchmarks import cache, humaneval, judge, mmlu, nq, style, toxicity
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError, build_dataclass
 
 BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
+    "judge": (judge.JudgeSettings, judge.run),
     "mmlu": (mmlu.MMLUSettings, mmlu.run),
     "nq": (nq.NQSettings, nq.run),
     "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
