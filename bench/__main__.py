@@ -7,11 +7,11 @@ import platform
 import time
 from importlib import metadata
 
-from bench import packing
+from bench import eval_speed, packing
 from src import PROJECT_ROOT
 from src.io import write_json_atomic
 
-BENCHES = [packing.run]
+BENCHES = [packing.run, eval_speed.run]
 
 
 def main() -> None:

@@ -130,3 +130,18 @@ def test_fast_and_plain_modes_give_the_same_predictions(tiny_handle):
         assert a["logprobs"] == pytest.approx(b["logprobs"], abs=1e-3)
     metrics = runs["letter_fast"].metrics
     assert metrics["acc_micro"] == pytest.approx(sum(p["correct"] for p in runs["letter_fast"].predictions) / 12)
+
+
+@pytest.mark.slow
+def test_real_model_fast_path_same_predictions():
+    """SmolLM2-135M on the shipped sample: the shared-prefix path, a plain batch-1 path and the per-choice
+    path pick the same letters (measured here: C x8 then A x4, macro 0.333)."""
+    from src.models import load_handle, model_config_by_name
+
+    handle = load_handle(model_config_by_name("smollm2_135m"), CACHE, torch.device("cpu"), trained=False)
+    outputs = []
+    for extra in ({}, {"shared_prefix": False, "batch_size": 1}, {"mode": "loglikelihood"}):
+        result = run_benchmark("mmlu", extra, handle)
+        outputs.append([p["output"] for p in result.predictions])
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert result.metrics["acc_macro"] == pytest.approx(1 / 3)
