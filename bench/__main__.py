@@ -7,11 +7,11 @@ import platform
 import time
 from importlib import metadata
 
-from bench import generation, packing, prepare
+from bench import eval_speed, packing, prepare
 from src import PROJECT_ROOT
 from src.io import write_json_atomic
 
-BENCHES = [packing.run, prepare.run, generation.run]
+BENCHES = [packing.run, prepare.run, eval_speed.run]
 
 
 def main() -> None:

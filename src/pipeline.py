@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from src.benchmarks import run_benchmark
+from src.benchmarks import run_benchmark_cached
 from src.cells import finished_benchmark, finished_training, save_training
 from src.config import RunConfig, format_amount
 from src.data.prepare import prepare
@@ -83,6 +83,10 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
         handle = ModelHandle(model, tokenizer, fmt, device, trained=trained)
         metrics: dict[str, float] = {}
         benchmarks: dict[str, dict] = {}
+        # the base model's scores are shared by every amount-0 cell of a grid (and across grids)
+        base_cache = None if cfg.force else Path(cfg.cache_dir).expanduser() / "benchmarks"
+        identity = {**dataclasses.asdict(cfg.model), "seed": cfg.seed if cfg.model.init else None,
+                    "device_type": device.type}
         for name, raw in cfg.benchmark.items():
             clock = time.perf_counter()
             done = None if cfg.force else finished_benchmark(out, name, raw)
@@ -91,11 +95,12 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
                 metrics.update({f"{name}/{key}": value for key, value in done["metrics"].items()})
                 benchmarks[name] = {"version": done["version"], "settings": done["settings"], "n": done["n"]}
                 continue
-            result = run_benchmark(name, raw, handle)
+            result, hit = run_benchmark_cached(name, raw, handle, base_cache, identity)
             result.write(out / "benchmarks" / name)
             tracker.log_predictions(name, result.predictions, cfg.tracker.predictions_cap)
             metrics.update({f"{name}/{key}": value for key, value in result.metrics.items()})
-            benchmarks[name] = {"version": result.version, "settings": result.settings, "n": len(result.predictions)}
+            benchmarks[name] = {"version": result.version, "settings": result.settings, "n": len(result.predictions),
+                                "from_base_cache": hit}
             timings[f"eval_{name}_s"] = time.perf_counter() - clock
             log.info("%s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()})
 

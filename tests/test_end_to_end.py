@@ -30,7 +30,7 @@ def test_tiny_cell(tmp_path):
     assert results["train"]["tokens_seen"] == 600  # exactly the budget went through the model
     rows = math.ceil(600 / 128)
     assert results["data"]["rows"] == rows and results["train"]["steps"] == math.ceil(rows / 4)
-    assert set(results["metrics"]) == {"nq/em", "nq/f1", "humaneval/pass@1"}
+    assert set(results["metrics"]) == {"nq/em", "nq/f1", "nq/unparsable", "humaneval/pass@1"}
     assert results["mode"] == "separate_run" and results["versions"]["torch"]
 
     nq_lines = (tmp_path / "benchmarks" / "nq" / "predictions.jsonl").read_text().splitlines()

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from src.benchmarks import humaneval, nq, style
+from src.benchmarks import cache, humaneval, judge, mmlu, nq, style, toxicity
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError, build_dataclass
 
 BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
+    "judge": (judge.JudgeSettings, judge.run),
+    "mmlu": (mmlu.MMLUSettings, mmlu.run),
     "nq": (nq.NQSettings, nq.run),
     "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
     "style": (style.StyleSettings, style.run),
+    "toxicity": (toxicity.ToxicitySettings, toxicity.run),
 }
 
 
@@ -41,3 +45,19 @@ def run_benchmark(name: str, raw: dict[str, Any], handle) -> BenchmarkResult:
     result = BENCHMARKS[name][1](handle, settings)
     result.settings = {**dataclasses.asdict(settings), **result.settings}
     return result
+
+
+def run_benchmark_cached(name: str, raw: dict[str, Any], handle, cache_root: Path | None,
+                         model_identity: dict[str, Any]) -> tuple[BenchmarkResult, bool]:
+    """(result, cache hit). The base model's scores are computed once per model + benchmark + version +
+    settings + data and reused by every cell of a grid; trained models always evaluate."""
+    if cache_root is None or handle.trained:
+        return run_benchmark(name, raw, handle), False
+    key = cache.cache_key(model_identity, name, benchmark_settings(name, raw))
+
+    def compute() -> BenchmarkResult:
+        result = run_benchmark(name, raw, handle)
+        result.settings["base_cache_key"] = key
+        return result
+
+    return cache.cached(cache_root, key, compute)

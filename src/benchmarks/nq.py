@@ -17,7 +17,7 @@ from src import resolve_path
 from src.benchmarks.base import BenchmarkResult, use_chat
 from src.config import ConfigError
 
-VERSION = 1
+VERSION = 2  # 2: answer extraction from chatty replies; unparsable (empty) outputs counted
 
 
 @dataclass
@@ -62,13 +62,26 @@ def f1_score(prediction: str, golds: list[str]) -> float:
     return max(f1(prediction, g) for g in golds)
 
 
+_PREAMBLE = re.compile(r"^(sure|certainly|of course|great question|okay|ok|yes)\b[^.!:\n]*[.!:,]\s*", re.IGNORECASE)
+_ANSWER_IS = re.compile(r"\b(?:the\s+)?(?:correct\s+|short\s+|final\s+)?answer\s+(?:is|was|would be)\s*:?\s*(.+)",
+                        re.IGNORECASE)
+
+
 def extract_answer(output: str) -> str:
-    """The first non-empty line, without a leading 'A:'/'Answer:' and trailing period (chatty models)."""
+    """The short answer inside a possibly chatty reply: the first non-empty line, without a leading
+    'A:'/'Answer:' or a courtesy opening ('Sure! ...'), the span after 'the answer is', markdown
+    emphasis, quotes and a trailing period. Empty when the model said nothing (counted as unparsable)."""
     for line in output.strip().splitlines():
         line = line.strip()
-        if line:
-            line = re.sub(r"^(a|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
-            return line.rstrip(".").strip()
+        if not line:
+            continue
+        line = _PREAMBLE.sub("", line)
+        line = re.sub(r"^(a|answer)\s*:\s*", "", line, flags=re.IGNORECASE)
+        found = _ANSWER_IS.search(line)
+        if found:
+            line = found.group(1)
+        line = line.replace("**", "").replace("__", "").strip().rstrip(".").strip()
+        return line.strip("\"'`").rstrip(".").strip()
     return ""
 
 
@@ -108,10 +121,11 @@ def run(handle, settings: NQSettings) -> BenchmarkResult:
     for q, prompt, output in zip(questions, prompts, outputs, strict=True):
         answer = extract_answer(output)
         predictions.append({"question": q["question"], "prompt": prompt, "output": output, "extracted": answer,
-                            "gold": q["answer"], "em": exact_match(answer, q["answer"]),
-                            "f1": f1_score(answer, q["answer"])})
+                            "gold": q["answer"], "em": exact_match(answer, q["answer"]) if answer else 0.0,
+                            "f1": f1_score(answer, q["answer"]) if answer else 0.0})
     n = max(1, len(predictions))
-    metrics = {"em": sum(p["em"] for p in predictions) / n, "f1": sum(p["f1"] for p in predictions) / n}
+    metrics = {"em": sum(p["em"] for p in predictions) / n, "f1": sum(p["f1"] for p in predictions) / n,
+               "unparsable": sum(not p["extracted"] for p in predictions) / n}  # scored 0, and visible
     return BenchmarkResult("nq", VERSION, metrics, predictions,
                            settings={"chat_wrapped": chat, "decoding": "greedy"},
                            seconds=time.perf_counter() - start)

@@ -1,0 +1,217 @@
+"""Pairwise judge: the model's reply vs a reference reply (the teacher's) to the same prompt.
+
+Data: JSONL {"id", "prompt", "reference"} (for instance the Koala test prompts with ChatGPT replies).
+The judge sees both orders (model as A, then as B): MT-bench's remedy for position bias; a pair whose
+two verdicts disagree counts as a tie. A judge reply without a verdict ([[A]], [[B]] or [[C]]) makes the
+item unparsable (so does an empty model reply, which is not sent): counted in metrics, never scored. Lengths are logged beside every verdict because
+judges prefer longer answers. Judgments are cached on disk by judge + prompt + both answers + order.
+
+Judges: an OpenAI-compatible endpoint (base URL, model, key from the environment), a local model
+config by name, or `self` (the evaluated model judging itself: demos and tests only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from src import resolve_path
+from src.benchmarks.base import BenchmarkResult
+from src.config import ConfigError
+from src.io import write_json_atomic
+
+VERSION = 1
+TEMPLATE = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+    "assistants to the user question displayed below. Choose the assistant that follows the user's "
+    "instructions and answers the user's question better. Do not let the order or the length of the "
+    "responses influence you. After a short explanation, output your final verdict by strictly following "
+    'this format: "[[A]]" if assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
+    "\n\n[User Question]\n{question}\n\n[The Start of Assistant A's Answer]\n{a}\n[The End of Assistant A's "
+    "Answer]\n\n[The Start of Assistant B's Answer]\n{b}\n[The End of Assistant B's Answer]"
+)
+
+
+@dataclass
+class JudgeSettings:
+    version: int = VERSION
+    path: str = "data/judge/koala_sample.jsonl"
+    limit: int | None = None
+    max_new_tokens: int = 256         # the evaluated model's replies
+    batch_size: int = 8
+    judge: str = "openai"             # openai | local | self
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4"              # openai: the judge model name; local: a conf/model name
+    key_env: str = "OPENAI_API_KEY"
+    judge_max_tokens: int = 512
+    max_retries: int = 5
+    cache_dir: str | None = "~/.cache/imitation-gap/judge"   # null: no judgment cache
+
+    def validate(self) -> None:
+        if self.judge not in {"openai", "local", "self"}:
+            raise ConfigError(f"benchmark.judge.judge: {self.judge!r} is not openai, local or self")
+
+
+def parse_verdict(reply: str) -> str | None:
+    """'A', 'B', 'C' (tie) from the last [[X]] in the reply; None when there is none."""
+    found = re.findall(r"\[\[([ABC])\]\]", reply)
+    return found[-1] if found else None
+
+
+def combine(model_first: str | None, model_second: str | None) -> str:
+    """win / loss / tie for the model from the two orders; unparsable if either verdict is missing."""
+    if model_first is None or model_second is None:
+        return "unparsable"
+    first = {"A": "win", "B": "loss", "C": "tie"}[model_first]      # model was A
+    second = {"A": "loss", "B": "win", "C": "tie"}[model_second]    # model was B
+    return first if first == second else "tie"
+
+
+class OpenAIJudge:
+    """/chat/completions of an OpenAI-compatible server, temperature 0, retried on 429 and 5xx."""
+
+    def __init__(self, base_url: str, model: str, key: str, max_tokens: int, max_retries: int,
+                 backoff_s: float = 1.0):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.key, self.max_tokens = model, key, max_tokens
+        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.identity = f"openai:{base_url}:{model}"
+
+    def complete_one(self, prompt: str) -> str:
+        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
+                           "messages": [{"role": "user", "content": prompt}]}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+        for attempt in range(self.max_retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=120) as response:
+                    return json.loads(response.read())["choices"][0]["message"]["content"] or ""
+            except urllib.error.HTTPError as err:
+                if err.code != 429 and err.code < 500 or attempt == self.max_retries:
+                    raise RuntimeError(f"judge endpoint: HTTP {err.code} after {attempt + 1} tries") from err
+            except urllib.error.URLError as err:
+                if attempt == self.max_retries:
+                    raise RuntimeError(f"judge endpoint unreachable: {err.reason}") from err
+            time.sleep(self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        return [self.complete_one(p) for p in prompts]
+
+
+class HandleJudge:
+    """A local model as judge: greedy chat replies."""
+
+    def __init__(self, handle, max_tokens: int, identity: str):
+        self.handle, self.max_tokens, self.identity = handle, max_tokens, identity
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        chat = [self.handle.chat_prompt(p) for p in prompts]
+        return self.handle.generate(chat, self.max_tokens, chat=True, desc="judge")
+
+
+def make_judge(settings: JudgeSettings, handle):
+    if settings.judge == "self":
+        return HandleJudge(handle, settings.judge_max_tokens, "self")
+    if settings.judge == "local":
+        import torch
+
+        from src.models import load_handle, model_config_by_name
+
+        cfg = model_config_by_name(settings.model)
+        judge_handle = load_handle(cfg, "~/.cache/imitation-gap", handle.device if handle else torch.device("cpu"),
+                                   trained=True)
+        return HandleJudge(judge_handle, settings.judge_max_tokens, f"local:{settings.model}")
+    key = os.environ.get(settings.key_env)
+    if not key:
+        raise ConfigError(f"benchmark.judge: the OpenAI-compatible judge needs a key in ${settings.key_env}")
+    return OpenAIJudge(settings.base_url, settings.model, key, settings.judge_max_tokens, settings.max_retries)
+
+
+class JudgmentCache:
+    def __init__(self, directory: str | None, identity: str):
+        self.directory = Path(os.path.expanduser(directory)) if directory else None
+        self.identity = identity
+
+    def _path(self, prompt: str) -> Path:
+        key = hashlib.sha256(f"{self.identity}\n{prompt}".encode()).hexdigest()
+        return self.directory / key[:2] / f"{key}.json"
+
+    def get(self, prompt: str) -> str | None:
+        if self.directory and self._path(prompt).exists():
+            return json.loads(self._path(prompt).read_text(encoding="utf-8"))["reply"]
+        return None
+
+    def put(self, prompt: str, reply: str) -> None:
+        if self.directory:
+            write_json_atomic(self._path(prompt), {"judge": self.identity, "reply": reply})
+
+
+def judge_all(judge, cache: JudgmentCache, prompts: list[str]) -> tuple[list[str], int]:
+    """Replies for every judge prompt (cached ones read back); also how many were asked anew."""
+    replies: list[str | None] = [cache.get(p) for p in prompts]
+    missing = [i for i, r in enumerate(replies) if r is None]
+    for i, reply in zip(missing, judge.complete([prompts[i] for i in missing]), strict=True):
+        cache.put(prompts[i], reply)
+        replies[i] = reply
+    return [r or "" for r in replies], len(missing)
+
+
+def load_items(path: str) -> list[dict]:
+    full = resolve_path(path)
+    items = []
+    with open(full, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if line.strip():
+                item = json.loads(line)
+                if not all(isinstance(item.get(k), str) for k in ("id", "prompt", "reference")):
+                    raise ValueError(f"{full}:{lineno}: judge items need string 'id', 'prompt' and 'reference'")
+                items.append(item)
+    return items
+
+
+def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
+    start = time.perf_counter()
+    items = load_items(settings.path)[: settings.limit]
+    outputs = handle.generate([handle.chat_prompt(i["prompt"]) for i in items], settings.max_new_tokens,
+                              batch_size=settings.batch_size, chat=True, desc="judge replies")
+    judge = judge or make_judge(settings, handle)
+    cache = JudgmentCache(settings.cache_dir, judge.identity)
+    judged_items = [n for n, output in enumerate(outputs) if output.strip()]  # an empty reply is not judged
+    prompts = []
+    for n in judged_items:
+        prompts.append(TEMPLATE.format(question=items[n]["prompt"], a=outputs[n], b=items[n]["reference"]))
+        prompts.append(TEMPLATE.format(question=items[n]["prompt"], a=items[n]["reference"], b=outputs[n]))
+    flat, asked = judge_all(judge, cache, prompts)
+    replies: dict[int, list[str]] = {n: flat[2 * j: 2 * j + 2] for j, n in enumerate(judged_items)}
+    predictions, counts = [], {"win": 0, "tie": 0, "loss": 0, "unparsable": 0}
+    for n, (item, output) in enumerate(zip(items, outputs, strict=True)):
+        pair = replies.get(n, [])
+        first, second = (parse_verdict(pair[0]), parse_verdict(pair[1])) if pair else (None, None)
+        outcome = combine(first, second)  # no verdict (or no reply to judge): unparsable, never a loss
+        counts[outcome] += 1
+        predictions.append({"id": item["id"], "prompt": item["prompt"], "output": output, "gold": item["reference"],
+                            "verdict_model_first": first, "verdict_model_second": second, "outcome": outcome,
+                            "model_words": len(output.split()), "reference_words": len(item["reference"].split()),
+                            "judge_replies": pair})
+    judged = max(1, counts["win"] + counts["tie"] + counts["loss"])
+    decisive = [p for p in predictions if p["outcome"] in {"win", "loss"} and p["model_words"] != p["reference_words"]]
+    longer_won = sum((p["outcome"] == "win") == (p["model_words"] > p["reference_words"]) for p in decisive)
+    metrics = {"win_rate": counts["win"] / judged, "tie_rate": counts["tie"] / judged,
+               "loss_rate": counts["loss"] / judged,
+               "adjusted_win_rate": (counts["win"] + 0.5 * counts["tie"]) / judged,
+               "unparsable": counts["unparsable"] / max(1, len(items)),
+               "mean_model_words": sum(p["model_words"] for p in predictions) / max(1, len(items)),
+               "mean_reference_words": sum(p["reference_words"] for p in predictions) / max(1, len(items)),
+               "longer_preferred": longer_won / len(decisive) if decisive else 0.0}
+    return BenchmarkResult("judge", VERSION, metrics, predictions, lower_is_better=["loss_rate", "unparsable"],
+                           settings={"chat_wrapped": True, "judge_identity": judge.identity, "both_orders": True,
+                                     "disagreement": "tie", "judged_anew": asked, "template": TEMPLATE},
+                           seconds=time.perf_counter() - start)
