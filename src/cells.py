@@ -70,7 +70,7 @@ def finished_benchmark(work: Path, name: str, raw: dict) -> dict | None:
         return None
     recorded = json.loads(path.read_text(encoding="utf-8"))
     wanted = dataclasses.asdict(benchmark_settings(name, raw))
-    if any(recorded["settings"].get(key) != value for key, value in wanted.items()):
+    if recorded.get("requested") != json.loads(json.dumps(wanted)):  # compared as JSON: tuples are lists there
         return None
     return recorded
 

@@ -43,7 +43,8 @@ def validate_benchmarks(section: dict[str, dict[str, Any]]) -> None:
 def run_benchmark(name: str, raw: dict[str, Any], handle) -> BenchmarkResult:
     settings = benchmark_settings(name, raw)
     result = BENCHMARKS[name][1](handle, settings)
-    result.settings = {**dataclasses.asdict(settings), **result.settings}
+    result.requested = dataclasses.asdict(settings)
+    result.settings = {**result.requested, **result.settings}  # a benchmark may resolve defaults (ks=None -> [1])
     return result
 
 

@@ -18,6 +18,7 @@ class BenchmarkResult:
     predictions: list[dict[str, Any]]  # prompt, output, gold, score per example
     settings: dict[str, Any] = field(default_factory=dict)  # everything that shaped the numbers
     lower_is_better: list[str] = field(default_factory=list)
+    requested: dict[str, Any] = field(default_factory=dict)  # the settings as configured (what a rerun compares)
     seconds: float = 0.0
 
     def write(self, directory: Path) -> None:
@@ -27,6 +28,7 @@ class BenchmarkResult:
         write_json_atomic(directory / "metrics.json", {
             "benchmark": self.name, "version": self.version, "metrics": self.metrics,
             "lower_is_better": self.lower_is_better, "settings": self.settings,
+            "requested": self.requested,
             "n": len(self.predictions), "seconds": round(self.seconds, 2),
         })
 

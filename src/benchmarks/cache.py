@@ -62,6 +62,7 @@ def read_result(directory: Path) -> BenchmarkResult:
         predictions = [json.loads(line) for line in handle if line.strip()]
     return BenchmarkResult(meta["benchmark"], meta["version"], meta["metrics"], predictions,
                            settings=meta["settings"], lower_is_better=meta.get("lower_is_better", []),
+                           requested=meta.get("requested", {}),
                            seconds=meta.get("seconds", 0.0))
 
 
