@@ -148,34 +148,78 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     recipe: str = "default"
-    optimizer: str = "adamw"
+    optimizer: str = "adamw"  # adamw | sgd | adafactor (the study's: src/optim.py PaperAdafactor)
     lr: float = 2e-5
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0  # decoupled: each step subtracts lr * weight_decay * param
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    momentum: float | None = 0.9  # adafactor: first-moment decay (null: none)
+    decay_rate: float = 0.95  # adafactor: second-moment decay exponent, beta2_t = 1 - t^-decay_rate
+    min_param_scale: float = 1e-3  # adafactor: update scaled by max(RMS(param), this)
+    update_clip: float | None = 1.0  # adafactor: per-tensor RMS clip of the update (optax clipping_threshold)
     schedule: str = "constant"  # constant | linear | cosine, after warm-up
     warmup_steps: int = 0
+    warmup_ratio: float = 0.0  # > 0: warm-up is this share of the run's steps instead (Alpaca's 3%)
     epochs: int = 1
-    rows_per_step: int = 4  # packed rows of block_length tokens per optimizer step
-    grad_accum: int = 1  # micro-batches per step; rows_per_step is split across them
+    rows_per_step: int = 4  # packed rows of block_length tokens per optimizer step, over all processes
+    grad_accum: int = 1  # micro-batches per step and process; rows_per_step is split across them
     block_length: int = 512  # packed row length; attention cost grows with its square
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # global-norm clip of the gradient before the optimizer
     dropout: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimizer state stay in the model's dtype)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more compute
     seed: int = 0
     log_every: int = 1
     save_checkpoint: bool = True  # write the trained model (HF format) under the cell's directory
+    checkpoint_every: int = 0  # optimizer steps between resumable training states (0: none)
+    # separate: one run per data amount | milestone: one run over the largest of `milestones` saves
+    # every smaller one as a checkpoint at its token count (needs a schedule that ignores the run's length)
+    mode: str = "separate"
+    milestones: list[Any] = field(default_factory=list)  # the grid's amounts, e.g. [5K, 20K]
+    nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src.launch) under torchrun
+    deepspeed: str | None = None  # null | zero2 | zero3 | zero3_offload (conf/train/deepspeed/<name>.json)
+    peak_flops: float | None = None  # per device, for MFU; null: a table by GPU name, unknown on CPU
 
     def validate(self) -> None:
-        _choice("train.optimizer", self.optimizer, {"adamw", "sgd"})
+        _choice("train.optimizer", self.optimizer, {"adamw", "sgd", "adafactor"})
         _choice("train.schedule", self.schedule, {"constant", "linear", "cosine"})
-        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every"):
+        _choice("train.precision", self.precision, {"fp32", "bf16"})
+        _choice("train.mode", self.mode, {"separate", "milestone"})
+        if self.deepspeed is not None:
+            _choice("train.deepspeed", self.deepspeed, {"zero2", "zero3", "zero3_offload"})
+        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key}: {getattr(self, key)} must be > 0")
-        if self.rows_per_step % self.grad_accum:
+        if self.checkpoint_every < 0 or self.warmup_steps < 0:
+            raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio: {self.warmup_ratio} must be within [0, 1)")
+        if self.rows_per_step % (self.grad_accum * self.nproc):
             raise ConfigError(
-                f"train.rows_per_step ({self.rows_per_step}) must be a multiple of train.grad_accum ({self.grad_accum})"
+                f"train.rows_per_step ({self.rows_per_step}) must be a multiple of train.grad_accum "
+                f"({self.grad_accum}) x train.nproc ({self.nproc}): each process takes an equal share of a step"
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr: {self.lr} must be > 0")
+        self.milestones = sorted({parse_amount(m, "train.milestones") for m in self.milestones})
+        if None in self.milestones or 0 in self.milestones:
+            raise ConfigError("train.milestones: list token amounts > 0 (not 0 or all)")
+        if self.mode == "milestone":
+            self.check_length_independent()
+
+    def check_length_independent(self) -> None:
+        """Milestone mode: the model after k tokens of the longest run must equal a run on k tokens,
+        so nothing may depend on the run's length."""
+        if not self.milestones:
+            raise ConfigError("train.mode=milestone needs train.milestones (the grid's amounts, e.g. [5K,20K])")
+        if self.schedule != "constant":
+            raise ConfigError(f"train.schedule={self.schedule} depends on the run's length; "
+                              "train.mode=milestone needs a constant schedule after warm-up")
+        if self.warmup_ratio:
+            raise ConfigError("train.warmup_ratio depends on the run's length; "
+                              "train.mode=milestone needs train.warmup_steps instead")
+        if self.epochs != 1:
+            raise ConfigError(f"train.epochs={self.epochs}: train.mode=milestone needs one epoch "
+                              "(a later epoch of a long run revisits data a shorter run never saw)")
 
 
 @dataclass
