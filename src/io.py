@@ -1,12 +1,28 @@
-"""Atomic file writes: a reader never sees a half-written results, metrics or predictions file."""
+"""Atomic file writes: a reader never sees a half-written results, metrics, predictions, cache or plot
+file, even after a kill -9 or a power cut; and a write that cannot happen (read-only or missing
+directory, a file where a directory should be, a full disk) is one OutputError naming the path.
+
+Every write goes to a temporary file in the target's directory, is flushed to disk, and is then
+renamed over the target (rename is atomic within a file system); the directory is synced so the
+rename itself survives a crash. Directories (model checkpoints) are built under a temporary name and
+renamed into place the same way.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class OutputError(OSError):
+    """An output that could not be written; the message names the path and the reason."""
 
 
 def _umask() -> int:
@@ -15,21 +31,113 @@ def _umask() -> int:
     return mask
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _explain(path: Path, err: OSError) -> OutputError:
+    reason = err.strerror or str(err)
+    if err.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"not writable ({err.strerror})"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
+        reason = f"{_first_non_directory(path.parent)} is not a directory"
+    return OutputError(err.errno, f"cannot write {path}: {reason}")
+
+
+def _first_non_directory(path: Path) -> Path:
+    for parent in [*reversed(path.parents), path]:
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return path
+
+
+def _mkdir(path: Path) -> None:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _explain(path, err) from err
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some file systems do not open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, so writers that go by it pick the right format);
+    renamed over `path` when the block ends without an error, removed when it fails."""
+    path = Path(path)
+    _mkdir(path)
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+        os.close(fd)
+    except OSError as err:
+        raise _explain(path, err) from err
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise (err if isinstance(err, OutputError) else _explain(path, err)) from err
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def copy_file_atomic(source: Path, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A temporary directory beside `path`, put in place of `path` when the block succeeds.
+
+    Replacing an existing directory takes two renames; a kill between them leaves `path` missing
+    (and the old copy under a `.old` name), never half-written."""
+    path = Path(path)
+    _mkdir(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise _explain(path, err) from err
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise (err if isinstance(err, OutputError) else _explain(path, err)) from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from src.io import atomic_path  # noqa: E402
+
 
 def _panels(n: int, width: float = 4.8, height: float = 3.6):
     cols = min(3, max(1, n))
@@ -31,8 +33,8 @@ def _save(fig, path: Path, axes=()) -> None:
         if labels:
             fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # the format follows the suffix, which the temporary name keeps
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,18 @@ def cached(cache_root: Path, key: str, compute) -> tuple[BenchmarkResult, bool]:
     if (directory / "DONE").exists():
         return read_result(directory), True
     result = compute()
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    result.write(tmp)
-    (tmp / "DONE").write_text("")
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)  # a half-written entry is never read as finished
+    # a temporary name of this process's own: cells running in parallel may fill the same key
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{key}.", suffix=".tmp"))
+    try:
+        result.write(tmp)
+        (tmp / "DONE").touch()
+        shutil.rmtree(directory, ignore_errors=True)  # an unfinished entry (no DONE) left by a kill
+        try:
+            tmp.rename(directory)  # a half-written entry is never read as finished
+        except OSError:
+            if not (directory / "DONE").exists():  # not another process's finished copy
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return result, False

@@ -19,6 +19,8 @@ import random
 import sys
 from pathlib import Path
 
+from src.io import atomic_path, write_text_atomic
+
 FIELDS = ["pair_id", "prompt", "response_a", "response_b", "rating"]
 
 
@@ -29,7 +31,7 @@ def export_pairs(predictions_path: Path, out_dir: Path, seed: int = 0) -> tuple[
     rng.shuffle(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     key = {}
-    with open(out_dir / "pairs.csv", "w", encoding="utf-8", newline="") as handle:
+    with atomic_path(out_dir / "pairs.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
         for n, row in enumerate(rows):
@@ -39,7 +41,7 @@ def export_pairs(predictions_path: Path, out_dir: Path, seed: int = 0) -> tuple[
             writer.writerow({"pair_id": pair_id, "prompt": row["prompt"], "response_a": a, "response_b": b,
                              "rating": ""})
             key[pair_id] = {"model_side": model_side, "id": row.get("id", n)}
-    (out_dir / "key.json").write_text(json.dumps(key, indent=1))
+    write_text_atomic(out_dir / "key.json", json.dumps(key, indent=1))
     return out_dir / "pairs.csv", out_dir / "key.json"
 
 
