@@ -24,6 +24,9 @@ from typing import Any
 class OutputError(OSError):
     """An output that could not be written; the message names the path and the reason."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -54,6 +57,18 @@ def _mkdir(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _explain(path, err) from err
+
+
+def ensure_dir(path: Path) -> Path:
+    """`path` as an existing, writable directory, or an OutputError saying why it cannot be one."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.TemporaryFile(dir=path)  # root ignores permission bits, not a read-only mount
+        probe.close()
+    except OSError as err:
+        raise _explain(path / ".", err) from err
+    return path
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -20,10 +20,11 @@ from src.cells import run_cell
 from src.config import ConfigError, RunConfig
 from src.data.budget import BudgetError
 from src.data.sources import DataError
+from src.io import OutputError
 from src.pipeline import train_and_eval
 
 log = logging.getLogger(__name__)
-USER_ERRORS = (ConfigError, DataError, BudgetError)  # shown as one line, no traceback
+USER_ERRORS = (ConfigError, DataError, BudgetError, OutputError)  # shown as one line, no traceback
 
 
 def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:

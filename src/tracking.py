@@ -3,6 +3,10 @@
 mode auto = online when a key is configured (WANDB_API_KEY or a `wandb login` netrc entry),
 offline otherwise; `wandb sync <cell>/wandb/offline-run-*` uploads later. The run id is the cell's
 run_id with resume="allow", so a rerun appends to the same run instead of duplicating it.
+
+W&B never stops a cell: when an online run cannot start within WANDB_INIT_TIMEOUT seconds (default
+30; server down, bad key, no network) the run falls back to offline mode with a warning, and a
+failing log call is a warning too. The cell's files stay the truth; `make sync` uploads later.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def init_timeout() -> float:
+    return float(os.environ.get("WANDB_INIT_TIMEOUT", "30"))
+
+
 class Tracker:
     def __init__(self, cfg: RunConfig, resolved: dict, output_dir: Path):
         self.run = None
@@ -40,17 +48,31 @@ class Tracker:
             return
         import wandb
 
-        self.run = wandb.init(
+        arguments = dict(
             project=cfg.tracker.project, entity=cfg.tracker.entity, group=cfg.tracker.group or cfg.sweep,
-            name=cfg.cell_name(), id=cfg.run_id(), resume="allow", mode=self.mode, dir=str(output_dir),
+            name=cfg.cell_name(), id=cfg.run_id(), resume="allow", dir=str(output_dir),
             config=resolved, reinit="finish_previous",  # several cells in one process: never merge runs
             tags=[cfg.model.name, cfg.data.source.name, format_amount(cfg.data.amount), *cfg.tracker.tags],
         )
+        try:
+            self.run = wandb.init(mode=self.mode, settings=wandb.Settings(init_timeout=init_timeout()), **arguments)
+        except Exception as err:  # wandb raises CommError, UsageError, AuthenticationError, ...
+            if self.mode != "online":
+                raise
+            log.warning("W&B online run could not start (%s: %s); logging offline instead, "
+                        "`wandb sync %s` uploads it later", type(err).__name__, str(err).splitlines()[0],
+                        output_dir / "wandb" / "offline-run-*")
+            wandb.teardown()  # the failed online attempt must not hold the run id
+            self.mode = "offline"
+            self.run = wandb.init(mode="offline", **arguments)
         log.info("W&B run %s (%s) in %s", self.run.id, self.mode, output_dir / "wandb")
 
     def log(self, record: dict, step: int | None = None) -> None:
         if self.run is not None:
-            self.run.log(record, step=step)
+            try:
+                self.run.log(record, step=step)
+            except Exception as err:  # a mirror that fails must not fail the cell
+                log.warning("W&B log failed (%s: %s); results.json keeps everything", type(err).__name__, err)
 
     def log_predictions(self, benchmark: str, predictions: list[dict], cap: int) -> None:
         """A table of the first `cap` per-example predictions (the full set is in predictions.jsonl)."""
@@ -60,7 +82,7 @@ class Tracker:
 
         columns = list(predictions[0])
         rows = [[_cell(p.get(c)) for c in columns] for p in predictions[:cap]]
-        self.run.log({f"{benchmark}/predictions": wandb.Table(columns=columns, data=rows)})
+        self.log({f"{benchmark}/predictions": wandb.Table(columns=columns, data=rows)})
 
     def finish(self, summary: dict | None = None, failed: bool = False) -> None:
         if self.run is None:
