@@ -60,7 +60,13 @@ def finished_training(work: Path) -> dict | None:
 def save_training(work: Path, model, tokenizer, data_summary: dict, train_summary: dict) -> None:
     model.save_pretrained(work / "checkpoint")
     tokenizer.save_pretrained(work / "checkpoint")
-    write_json_atomic(work / "train.json", {"data": data_summary, "train": train_summary})
+    write_training_record(work, data_summary, train_summary)
+
+
+def write_training_record(work: Path, data_summary: dict, train_summary: dict, **extra) -> None:
+    """train.json beside a saved checkpoint (write it last: its presence marks the checkpoint complete).
+    `extra`: how it was trained (mode, the run_id of the run that trained it, the amount)."""
+    write_json_atomic(work / "train.json", {"data": data_summary, "train": train_summary, **extra})
 
 
 def finished_benchmark(work: Path, name: str, raw: dict) -> dict | None:

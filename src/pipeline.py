@@ -17,14 +17,13 @@ from pathlib import Path
 import torch
 
 from src.benchmarks import run_benchmark_cached
-from src.cells import finished_benchmark, finished_training, save_training
+from src.cells import finished_benchmark, finished_training
 from src.config import RunConfig, format_amount
-from src.data.prepare import prepare
 from src.data.template import chat_format
 from src.io import write_json_atomic
+from src.launch import remove_checkpoint, run_training
 from src.models import ModelHandle, load_checkpoint, load_model, load_tokenizer, pick_device
 from src.tracking import Tracker
-from src.train import train
 
 log = logging.getLogger(__name__)
 
@@ -51,31 +50,31 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
         clock = time.perf_counter()
         tokenizer = load_tokenizer(cfg.model, cfg.cache_dir)
         fmt = chat_format(tokenizer, cfg.model.chat_template)
-        data_summary, train_summary = None, None
-        block_length = min(cfg.train.block_length, cfg.model.context_length)
+        data_summary, train_summary, mode, trained_by = None, None, "base_model", None
         done_training = None if cfg.force else finished_training(out)
         if trained and done_training is not None:
-            # the model of this run_id was trained and saved before: evaluate it, train nothing
+            # the model of this run_id was trained and saved before (by this cell, or by the milestone
+            # run of its grid): evaluate it, train nothing
             data_summary, train_summary = done_training["data"], done_training["train"]
+            mode, trained_by = done_training.get("mode", "separate_run"), done_training.get("trained_by")
             model = load_checkpoint(out / "checkpoint", cfg.model.dtype, device)
             timings["load_model_s"] = time.perf_counter() - clock
             log.info("training was done earlier: loaded %s", out / "checkpoint")
         elif trained:
-            data = prepare(cfg.data, tokenizer, fmt, block_length, cfg.model.context_length, cfg.cache_dir)
-            data_summary = data.summary()
-            timings["prepare_s"] = time.perf_counter() - clock
-
-            clock = time.perf_counter()
-            model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, dropout=cfg.train.dropout, seed=cfg.seed)
-            timings["load_model_s"] = time.perf_counter() - clock
-
-            clock = time.perf_counter()
-            stats = train(model, data.rows, cfg.train, tokenizer.pad_token_id, device,
-                          on_step=lambda r: tracker.log({f"train/{k}": v for k, v in r.items()}, step=r["step"]))
-            timings["train_s"] = time.perf_counter() - clock
-            train_summary = dataclasses.asdict(stats)
-            if cfg.train.save_checkpoint:
-                save_training(out, model, tokenizer, data_summary, train_summary)
+            # here, or in the torchrun worker (train.nproc > 1, DeepSpeed); in milestone mode one run
+            # over the largest amount saves every milestone's cell
+            result = run_training(cfg, resolved or {}, tokenizer, fmt, device,
+                                  on_step=lambda r: tracker.log({f"train/{k}": v for k, v in r.items()}, step=r["step"]))
+            data_summary, train_summary, mode = result.data, result.train, result.mode
+            trained_by = cfg.run_id() if mode == "separate_run" else None
+            timings.update(result.timings)
+            model = result.model
+            if model is None:
+                clock = time.perf_counter()
+                model = load_checkpoint(out / "checkpoint", cfg.model.dtype, device)
+                timings["load_model_s"] = timings.get("load_model_s", 0) + time.perf_counter() - clock
+                done = finished_training(out) or {}
+                trained_by = done.get("trained_by", trained_by)
         else:
             model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, seed=cfg.seed)
             timings["load_model_s"] = time.perf_counter() - clock
@@ -115,7 +114,8 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
                        "loss_bearing": data_summary["loss_tokens"] if data_summary else 0,
                        "definition": "tokens of the formatted conversations under the base model's tokenizer"},
             "model_parameters": sum(p.numel() for p in model.parameters()),
-            "mode": "separate_run" if trained else "base_model",
+            "mode": mode,  # base_model | separate_run | milestone (a checkpoint of the run trained_by)
+            "trained_by": trained_by,
             "metrics": metrics,
             "benchmarks": benchmarks,
             "data": data_summary,
@@ -126,6 +126,8 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             "config": resolved,
         }
         write_json_atomic(out / "results.json", results)
+        if trained and not cfg.train.save_checkpoint:  # written only to hand the model over
+            remove_checkpoint(out)
         tracker.finish(summary={**metrics, "tokens/total": results["tokens"]["total"],
                                 "tokens/loss_bearing": results["tokens"]["loss_bearing"]})
         return results

@@ -33,11 +33,11 @@ def test_two_steps_match_a_hand_computation():
     g2 = [1.0, 1.0]
     beta2 = 1 - 2 ** -0.95  # 0.482368...
     v = [beta2 * 0.25 + (1 - beta2) * 1.0, beta2 * 4.0 + (1 - beta2) * 1.0]
-    u = [g / math.sqrt(vi) for g, vi in zip(g2, v)]
+    u = [g / math.sqrt(vi) for g, vi in zip(g2, v, strict=True)]
     assert math.sqrt(sum(x * x for x in u) / 2) < 1  # RMS(u) 0.99: the clip does not act
     scale = 0.01 * math.sqrt(sum(x * x for x in p1) / 2)
-    m = [0.9 * m1 + 0.1 * scale * ui for m1, ui in zip([0.00035355339, -0.00035355339], u)]
-    expected = [p - mi - 0.01 * 0.1 * p for p, mi in zip(p1, m)]
+    m = [0.9 * m1 + 0.1 * scale * ui for m1, ui in zip([0.00035355339, -0.00035355339], u, strict=True)]
+    expected = [p - mi - 0.01 * 0.1 * p for p, mi in zip(p1, m, strict=True)]
     step(param, opt, g2)
     assert param.tolist() == pytest.approx(expected, abs=1e-7)
     assert opt.state[param]["step"] == 2

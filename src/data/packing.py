@@ -49,6 +49,39 @@ def pack(examples: list[Rendered], block_length: int) -> list[PackedRow]:
     return rows
 
 
+def split_at(examples: list[Rendered], boundaries: list[int]) -> list[list[Rendered]]:
+    """The token stream cut at each boundary (a token count): an example that straddles one is cut in
+    two, so each increment holds exactly its tokens."""
+    parts: list[list[Rendered]] = [[]]
+    edges = sorted(boundaries)
+    total = 0
+    for example in examples:
+        start = 0
+        while start < len(example.input_ids):
+            room = edges[0] - total if edges else len(example.input_ids) - start
+            take = min(room, len(example.input_ids) - start)
+            if take:
+                parts[-1].append(Rendered(example.input_ids[start:start + take], example.labels[start:start + take]))
+            start += take
+            total += take
+            if edges and total == edges[0]:
+                edges.pop(0)
+                parts.append([])
+    return parts
+
+
+def pack_increments(examples: list[Rendered], block_length: int, boundaries: list[int]) -> tuple[list[PackedRow], list[int]]:
+    """Pack each budget increment on its own (milestone mode): the rows of the first k increments are
+    then exactly the rows a run on the k-th budget packs, and no row mixes tokens of two increments.
+    Returns the rows and, per boundary, how many rows lie before it."""
+    rows: list[PackedRow] = []
+    ends: list[int] = []
+    for part in split_at(examples, boundaries):
+        rows += pack(part, block_length)
+        ends.append(len(rows))
+    return rows, ends[:len(boundaries)]
+
+
 def packing_efficiency(rows: list[PackedRow], block_length: int) -> float:
     """Real tokens / processed tokens (rows are padded to block_length)."""
     if not rows:

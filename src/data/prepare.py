@@ -24,7 +24,7 @@ from src.config import DataConfig, DataSourceConfig
 from src.data.budget import shuffled, take_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, pack, packing_efficiency
+from src.data.packing import PackedRow, pack, pack_increments, packing_efficiency
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
@@ -44,6 +44,8 @@ class PreparedData:
     load_report: dict = field(default_factory=dict)
     split: dict = field(default_factory=dict)  # conversations split at turn boundaries, pieces over the context
     cache: str = "miss"  # hit | miss | off
+    # with budget boundaries (milestone mode): per boundary, the summary a run on that budget has
+    milestones: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"examples": self.examples, "total_tokens": self.total_tokens, "loss_tokens": self.loss_tokens,
@@ -52,8 +54,11 @@ class PreparedData:
 
 
 def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-            cache_dir: str | None = None) -> PreparedData:
-    key = cache_key(cfg, tokenizer, fmt, block_length, context_length)
+            cache_dir: str | None = None, boundaries: list[int] = ()) -> PreparedData:
+    """`boundaries` (token counts below the budget) make each increment pack on its own, so the rows
+    of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py)."""
+    boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
+    key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
     cache = Path(os.path.expanduser(cache_dir)) / "prepared" if cache_dir else None
     if cache is not None and (hit := _load(cache, key)) is not None:
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
@@ -84,11 +89,25 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
 
     taken = take_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
                         source=f"data source '{cfg.source.name}'")
-    rows = pack(taken, block_length)
+    milestones = []
+    if boundaries:
+        rows, ends = pack_increments(taken, block_length, boundaries)
+        starts = [0]
+        for example in taken:
+            starts.append(starts[-1] + len(example.input_ids))
+        for amount, end in zip(boundaries, ends, strict=True):
+            prefix = rows[:end]
+            milestones.append({"amount": amount, "rows": end, "total_tokens": amount,
+                               "examples": sum(start < amount for start in starts[:-1]),
+                               "loss_tokens": sum(sum(label != IGNORE for label in r.labels) for r in prefix),
+                               "packing_efficiency": round(packing_efficiency(prefix, block_length), 4)})
+    else:
+        rows = pack(taken, block_length)
     data = PreparedData(rows=rows, examples=len(taken), total_tokens=sum(len(e.input_ids) for e in taken),
                         loss_tokens=sum(sum(label != IGNORE for label in r.labels) for r in rows),
                         packing_efficiency=packing_efficiency(rows, block_length), template=fmt.name,
-                        load_report=report.as_dict(), split=split, cache="off" if cache is None else "miss")
+                        load_report=report.as_dict(), split=split, cache="off" if cache is None else "miss",
+                        milestones=milestones)
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
              cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
              block_length, data.packing_efficiency)
@@ -124,12 +143,14 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int) -> str:
+def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
+              boundaries: list[int] = ()) -> str:
     source = dataclasses.asdict(cfg.source)
     source.pop("description", None)
     blob = json.dumps({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source),
                        "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed, "tokenizer": tokenizer_fingerprint(tokenizer),
-                       "template": fmt.name, "block_length": block_length, "context_length": context_length},
+                       "template": fmt.name, "block_length": block_length, "context_length": context_length,
+                       **({"boundaries": list(boundaries)} if boundaries else {})},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -142,7 +163,7 @@ def _store(cache: Path, key: str, data: PreparedData) -> None:
     tmp = cache / f".{key}.{os.getpid()}.npz"
     np.savez(tmp, **flat)
     os.replace(tmp, cache / f"{key}.npz")
-    summary = data.summary() | {"cache": "hit"}
+    summary = data.summary() | {"cache": "hit", "milestones": data.milestones}
     write_json_atomic(cache / f"{key}.json", summary)  # written last: its presence marks a complete entry
 
 
@@ -158,4 +179,5 @@ def _load(cache: Path, key: str) -> PreparedData | None:
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     return PreparedData(rows=rows, examples=summary["examples"], total_tokens=summary["total_tokens"],
                         loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
-                        template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit")
+                        template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit",
+                        milestones=summary.get("milestones", []))
