@@ -90,7 +90,12 @@ def load_prompts(path: Path) -> list[Prompt]:
     path = Path(path)
     if not path.exists():
         raise CollectError(f"{path}: prompt file does not exist")
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise CollectError(f"{path}:{line}: invalid UTF-8 ({err.reason})") from err
     if text.lstrip().startswith("["):
         try:
             records = [(f"{path}[{i}]", r) for i, r in enumerate(json.loads(text))]

@@ -25,6 +25,7 @@ from pathlib import Path
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError
+from src.data.formats.records import DataError
 from src.io import write_json_atomic
 
 VERSION = 1
@@ -165,15 +166,25 @@ def judge_all(judge, cache: JudgmentCache, prompts: list[str]) -> tuple[list[str
 
 
 def load_items(path: str) -> list[dict]:
+    """JSONL {"id", "prompt", "reference"}; anything else is a DataError naming file and line."""
     full = resolve_path(path)
+    try:
+        lines = full.read_bytes().splitlines()
+    except OSError as err:
+        raise DataError(f"{full}: cannot read judge items: {err.strerror or err}") from err
     items = []
-    with open(full, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if line.strip():
-                item = json.loads(line)
-                if not all(isinstance(item.get(k), str) for k in ("id", "prompt", "reference")):
-                    raise ValueError(f"{full}:{lineno}: judge items need string 'id', 'prompt' and 'reference'")
-                items.append(item)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{full}:{lineno}: invalid UTF-8 ({err.reason})") from err
+        except json.JSONDecodeError as err:
+            raise DataError(f"{full}:{lineno}: invalid JSON: {err.msg}") from err
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("id", "prompt", "reference")):
+            raise DataError(f"{full}:{lineno}: judge items need string 'id', 'prompt' and 'reference'")
+        items.append(item)
     return items
 
 
