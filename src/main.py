@@ -9,12 +9,16 @@ exits non-zero (src.callbacks) and a relaunch retries only what did not finish.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from src.cells import run_cell
 from src.config import ConfigError, RunConfig
@@ -25,6 +29,7 @@ from src.pipeline import train_and_eval
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (ConfigError, DataError, BudgetError, OutputError)  # shown as one line, no traceback
+_TASK_STARTED = False  # Hydra handed over a composed config: errors before this are command-line errors
 
 
 def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:
@@ -35,6 +40,8 @@ def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> dict | None:
+    global _TASK_STARTED
+    _TASK_STARTED = True
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     in_grid = hydra_cfg.mode == RunMode.MULTIRUN
@@ -65,5 +72,24 @@ def _record_failure(job_dir: Path, err: BaseException) -> None:
         write_json_atomic(job_dir / STATUS, {"state": "failed", "error": f"{type(err).__name__}: {err}"})
 
 
+def cli() -> None:
+    """`python -m src.main`: a mistake on the command line is one line, like every other user error.
+
+    Hydra prints the composition errors it does not anticipate (a config group given a number:
+    `model=0`) with a full traceback; with HYDRA_FULL_ERROR set it raises them instead, so they can be
+    shown here. Errors inside a cell keep their traceback."""
+    user_asked = "HYDRA_FULL_ERROR" in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except Exception as err:
+        if user_asked or _TASK_STARTED:
+            raise
+        if isinstance(err, (HydraException, OmegaConfBaseException, ValueError)):
+            sys.exit(f"error: {err}")
+        # Hydra's own bugs on odd values (`model=[1,2]`: TypeError deep inside it)
+        sys.exit(f"error: the command-line overrides could not be composed ({type(err).__name__}: {err})")
+
+
 if __name__ == "__main__":
-    main()
+    cli()
