@@ -20,11 +20,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.cells import run_cell
+from src.cells import run_cell, work_dir
 from src.config import ConfigError, RunConfig
 from src.data.budget import BudgetError
 from src.data.sources import DataError
-from src.io import OutputError
+from src.io import OutputError, ensure_dir
 from src.pipeline import train_and_eval
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def main(cfg: DictConfig) -> dict | None:
     in_grid = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         run_cfg, raw = to_run_config(cfg)
+        ensure_dir(work_dir(run_cfg).parent)  # an unwritable store stops here, before any model loads
         raw["hydra_overrides"] = list(hydra_cfg.overrides.task)
         return run_cell(run_cfg, raw, job_dir, train_and_eval)
     except USER_ERRORS as err:

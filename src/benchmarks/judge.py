@@ -13,6 +13,7 @@ config by name, or `self` (the evaluated model judging itself: demos and tests o
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -53,6 +54,7 @@ class JudgeSettings:
     key_env: str = "OPENAI_API_KEY"
     judge_max_tokens: int = 512
     max_retries: int = 5
+    timeout_s: float = 120.0          # per judge request; a slower reply is retried like a 5xx
     cache_dir: str | None = "~/.cache/imitation-gap/judge"   # null: no judgment cache
 
     def validate(self) -> None:
@@ -75,36 +77,63 @@ def combine(model_first: str | None, model_second: str | None) -> str:
     return first if first == second else "tie"
 
 
+class JudgeUnavailable(RuntimeError):
+    """The judge endpoint failed for good (down, or a non-retryable status); judgments made so far
+    are cached, so a rerun asks only the rest."""
+
+
 class OpenAIJudge:
-    """/chat/completions of an OpenAI-compatible server, temperature 0, retried on 429 and 5xx."""
+    """/chat/completions of an OpenAI-compatible server, temperature 0; 429, 5xx, timeouts, dropped
+    connections and replies that are not a chat completion are retried with exponential backoff."""
 
     def __init__(self, base_url: str, model: str, key: str, max_tokens: int, max_retries: int,
-                 backoff_s: float = 1.0):
+                 backoff_s: float = 1.0, timeout_s: float = 120.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.key, self.max_tokens = model, key, max_tokens
-        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self.max_retries, self.backoff_s, self.timeout_s = max_retries, backoff_s, timeout_s
         self.identity = f"openai:{base_url}:{model}"
+        self.unusable = 0  # replies still not a chat completion after every retry (scored unparsable)
 
-    def complete_one(self, prompt: str) -> str:
+    def complete_one(self, prompt: str) -> str | None:
+        """The judge's reply; None when the endpoint kept answering with something unusable."""
         body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": self.max_tokens,
                            "messages": [{"role": "user", "content": prompt}]}).encode()
         request = urllib.request.Request(self.url, data=body, headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+        problem = ""
         for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                with urllib.request.urlopen(request, timeout=120) as response:
-                    return json.loads(response.read())["choices"][0]["message"]["content"] or ""
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    raw = response.read()
             except urllib.error.HTTPError as err:
-                if err.code != 429 and err.code < 500 or attempt == self.max_retries:
-                    raise RuntimeError(f"judge endpoint: HTTP {err.code} after {attempt + 1} tries") from err
-            except urllib.error.URLError as err:
-                if attempt == self.max_retries:
-                    raise RuntimeError(f"judge endpoint unreachable: {err.reason}") from err
-            time.sleep(self.backoff_s * 2 ** attempt)
-        raise AssertionError("unreachable")
+                if err.code != 429 and err.code < 500:
+                    raise JudgeUnavailable(f"judge endpoint {self.url}: HTTP {err.code}") from err
+                problem = f"HTTP {err.code}"
+                continue
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as err:
+                problem = f"unreachable ({getattr(err, 'reason', err)})"
+                continue
+            content = _chat_content(raw)
+            if content is not None:
+                return content
+            problem = f"not a chat completion: {raw[:80]!r}"
+        if problem.startswith("not a chat completion"):
+            self.unusable += 1
+            return None
+        raise JudgeUnavailable(f"judge endpoint {self.url}: {problem} after {self.max_retries + 1} tries")
 
-    def complete(self, prompts: list[str]) -> list[str]:
+    def complete(self, prompts: list[str]) -> list[str | None]:
         return [self.complete_one(p) for p in prompts]
+
+
+def _chat_content(raw: bytes) -> str | None:
+    try:
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
 
 
 class HandleJudge:
@@ -133,7 +162,8 @@ def make_judge(settings: JudgeSettings, handle):
     key = os.environ.get(settings.key_env)
     if not key:
         raise ConfigError(f"benchmark.judge: the OpenAI-compatible judge needs a key in ${settings.key_env}")
-    return OpenAIJudge(settings.base_url, settings.model, key, settings.judge_max_tokens, settings.max_retries)
+    return OpenAIJudge(settings.base_url, settings.model, key, settings.judge_max_tokens, settings.max_retries,
+                       timeout_s=settings.timeout_s)
 
 
 class JudgmentCache:
@@ -156,11 +186,19 @@ class JudgmentCache:
 
 
 def judge_all(judge, cache: JudgmentCache, prompts: list[str]) -> tuple[list[str], int]:
-    """Replies for every judge prompt (cached ones read back); also how many were asked anew."""
+    """Replies for every judge prompt (cached ones read back); also how many were asked anew.
+
+    Each reply is cached as it arrives, so a judge that goes down midway loses nothing already
+    judged; an unusable reply (None) is not cached, so the next run asks again."""
     replies: list[str | None] = [cache.get(p) for p in prompts]
     missing = [i for i, r in enumerate(replies) if r is None]
-    for i, reply in zip(missing, judge.complete([prompts[i] for i in missing]), strict=True):
-        cache.put(prompts[i], reply)
+    if hasattr(judge, "complete_one"):  # an endpoint: asked one at a time, lazily
+        answers = (judge.complete_one(prompts[i]) for i in missing)
+    else:  # a local model judges the whole batch at once
+        answers = iter(judge.complete([prompts[i] for i in missing]))
+    for i, reply in zip(missing, answers, strict=False):
+        if reply is not None:
+            cache.put(prompts[i], reply)
         replies[i] = reply
     return [r or "" for r in replies], len(missing)
 
@@ -224,5 +262,6 @@ def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
                "longer_preferred": longer_won / len(decisive) if decisive else 0.0}
     return BenchmarkResult("judge", VERSION, metrics, predictions, lower_is_better=["loss_rate", "unparsable"],
                            settings={"chat_wrapped": True, "judge_identity": judge.identity, "both_orders": True,
-                                     "disagreement": "tie", "judged_anew": asked, "template": TEMPLATE},
+                                     "disagreement": "tie", "judged_anew": asked, "template": TEMPLATE,
+                                     "judge_unusable_replies": getattr(judge, "unusable", 0)},
                            seconds=time.perf_counter() - start)
