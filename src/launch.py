@@ -186,7 +186,8 @@ def run_training(cfg: RunConfig, resolved: dict, tokenizer, fmt, device: torch.d
                        {"prepare_s": prepare_s, "train_s": time.perf_counter() - clock})
 
 
-def launch_worker(cfg: RunConfig, resolved: dict) -> None:
+def write_resolved(cfg: RunConfig, resolved: dict) -> Path:
+    """The cell's resolved config as the worker reads it (Hydra's own keys dropped)."""
     from omegaconf import OmegaConf
 
     out = Path(cfg.output_dir)
@@ -195,6 +196,11 @@ def launch_worker(cfg: RunConfig, resolved: dict) -> None:
     raw["output_dir"] = str(out)
     path = out / "resolved.yaml"
     OmegaConf.save(OmegaConf.create(raw), path)
+    return path
+
+
+def launch_worker(cfg: RunConfig, resolved: dict) -> None:
+    path = write_resolved(cfg, resolved)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.train.nproc}",
                "-m", "src.launch", str(path)]
     log.info("launching %s", " ".join(command))

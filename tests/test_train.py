@@ -120,3 +120,27 @@ def test_mfu_and_memory_are_reported(tokenizer):
                   torch.device("cpu"))
     assert stats.mfu == pytest.approx(stats.tokens_per_s * stats.flops_per_token / 1e12)
     assert stats.tokens_seen == 4 * 32 and {"loss", "lr", "grad_norm", "tokens_per_s", "tokens_seen"} <= set(stats.history[0])
+
+
+def test_an_interrupted_run_resumes_from_its_last_state(tokenizer, tmp_path):
+    """In-process twin of tests/test_launch.py's SIGKILL test: stop after step 5, resume from step 4."""
+    rows = tiny_rows(tokenizer, n_rows=8, block=32)
+    cfg = TrainConfig(optimizer="adafactor", lr=2e-3, rows_per_step=1, checkpoint_every=2, dropout=0.1, block_length=32)
+
+    def stop_at_5(record):
+        if record["step"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(tokenizer, dropout=0.1), rows, cfg, 0, torch.device("cpu"), on_step=stop_at_5,
+              state_dir=tmp_path / "state")
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["step-4"]  # older states removed
+    resumed_model = tiny_model(tokenizer, dropout=0.1)
+    resumed = train(resumed_model, rows, cfg, 0, torch.device("cpu"), state_dir=tmp_path / "state")
+    whole_model = tiny_model(tokenizer, dropout=0.1)
+    whole = train(whole_model, rows, cfg, 0, torch.device("cpu"))
+    assert resumed.resumed_from_step == 4 and resumed.steps == 8 and resumed.tokens_seen == whole.tokens_seen
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in whole.history], abs=1e-6)
+    assert torch.equal(torch.cat([p.flatten() for p in resumed_model.parameters()]),
+                       torch.cat([p.flatten() for p in whole_model.parameters()]))
+    assert not (tmp_path / "state").exists()  # a finished run removes its resumable states
