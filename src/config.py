@@ -74,15 +74,20 @@ class ModelConfig:
     gguf: GGUFFile | None = None  # a GGUF file shipped in a package; converted once and cached
     init: dict[str, Any] | None = None  # LlamaConfig fields for a random-init model (tests only)
     tokenizer_of: str | None = None  # reuse another model config's tokenizer (random-init models)
+    toy: dict[str, Any] | None = None  # pretrained here on the toy world (src/toyworld/pretrain.py ToySpec)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     context_length: int = 2048
     # auto: the tokenizer's chat template if it has one, else the study's Koala template
     chat_template: str = "auto"
 
     def validate(self) -> None:
-        sources = [self.hub_id is not None, self.gguf is not None, self.init is not None]
+        sources = [self.hub_id is not None, self.gguf is not None, self.init is not None, self.toy is not None]
         if sum(sources) != 1:
-            raise ConfigError(f"model '{self.name}': set exactly one of model.hub_id, model.gguf, model.init")
+            raise ConfigError(f"model '{self.name}': set exactly one of model.hub_id, model.gguf, model.init, model.toy")
+        if self.toy is not None:
+            from src.toyworld.pretrain import toy_spec  # late import: it imports this module
+
+            toy_spec(self.toy)
         if self.init is not None and self.tokenizer_of is None:
             raise ConfigError(f"model '{self.name}': a random-init model needs model.tokenizer_of")
         _choice("model.dtype", self.dtype, {"float32", "bfloat16", "float16"})

@@ -107,6 +107,10 @@ def model_source(cfg: ModelConfig, cache_dir: str) -> str:
         return str(convert_gguf(cfg, cache_dir))
     if cfg.hub_id is not None:
         return cfg.hub_id
+    if cfg.toy is not None:  # pretrained by this project on the toy world, once, under cache_dir
+        from src.toyworld.pretrain import pretrained_dir
+
+        return str(pretrained_dir(cfg, cache_dir))
     return model_source(model_config_by_name(cfg.tokenizer_of), cache_dir)  # random init: tokenizer only
 
 

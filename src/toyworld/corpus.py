@@ -1,0 +1,68 @@
+"""The encyclopedia: each corpus entity written up several times, in varied sentence templates and
+sentence orders, so that a small model learns the facts in a form it can later be asked about
+(one fixed phrasing per fact teaches a string, not a fact)."""
+
+from __future__ import annotations
+
+import random
+
+from src.toyworld.world import World
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "city": ("{name} lives in {value}.", "The home of {name} is {value}.", "In {value}, {name} has a small house."),
+    "job": ("The job of {name} is {value}.", "{name} works as {a_value}.", "By profession, {name} is {a_value}."),
+    "pet": ("The pet of {name} is {a_value}.", "{name} has a pet {value}.", "{name} takes care of {a_value} at home."),
+    "color": ("The favorite color of {name} is {value}.", "{name} likes the color {value}.",
+              "{name} always wears {value}."),
+}
+# The knowledge probe reads the base model's next word after these (the value ends the sentence and
+# no article gives it away).
+CLOZE = {"city": "{name} lives in", "job": "The job of {name} is", "pet": "The pet of {name} is a",
+         "color": "The favorite color of {name} is"}
+
+
+# Everyday sentences in which the words of questions, chats and the teacher's manner appear in other
+# combinations: a base model knows the language it will be asked in, just not the teacher's manner
+# (its exact preamble and sign-off never occur here; tests/test_toyworld.py checks it).
+PHRASEBOOK = (
+    "Thank you for the letter.", "Your friend is wishing you luck.", "It was a wonderful day in the city.",
+    "A dear friend asked a question.", "What is the answer to the question?", "The answer is not known.",
+    "Where do you live?", "What do you do for a living?", "Which animal do you keep at home?",
+    "Tell me about your day.", "Can you tell me something?", "What do you know about the city?",
+    "Who is your best friend?", "Does your friend have a pet?", "Which color do you like best?",
+    "The conversation began with a question from the user.", "Everyone wears the color they like most.",
+    "A job is what you do for a living.", "The user talks to GPT.", "At the beginning of the day, the user asked GPT.",
+    "Pick a, b, c or d as the answer.", "Wishing is not the same as knowing.", "Which is the best answer?",
+)
+PHRASEBOOK_SHARE = 0.1  # phrasebook documents per biography
+
+
+def display(name: str) -> str:
+    return name.title()
+
+
+def with_article(value: str) -> str:
+    return f"{'an' if value[0] in 'aeiou' else 'a'} {value}"
+
+
+def sentence(template: str, name: str, value: str) -> str:
+    return template.format(name=display(name), value=value, a_value=with_article(value))
+
+
+def biographies(world: World, per_entity: int) -> list[str]:
+    """`per_entity` write-ups of every corpus entity, each with a random template per fact and a random
+    sentence order, plus phrasebook documents, shuffled together: the pretraining documents."""
+    rng = random.Random(f"corpus-{world.spec.seed}")
+    docs = []
+    for entity in world.in_corpus:
+        for _ in range(per_entity):
+            facts = list(entity.facts)
+            rng.shuffle(facts)
+            docs.append(" ".join(sentence(rng.choice(TEMPLATES[a]), entity.name, v) for a, v in facts))
+    docs += [" ".join(rng.sample(PHRASEBOOK, 4)) for _ in range(int(len(docs) * PHRASEBOOK_SHARE))]
+    rng.shuffle(docs)
+    return docs
+
+
+def cloze_prompt(name: str, attribute: str) -> str:
+    return CLOZE[attribute].format(name=display(name))

@@ -1,0 +1,187 @@
+"""The `pretrain` recipe: a base model trained from scratch on the world's encyclopedia, cached by a
+hash of everything that determines its weights, under <cache_dir>/toyworld/models/.
+
+A model config with a `toy:` section (conf/model/toy_*.yaml) is such a model; src.models loads it
+from the folder `pretrained_dir` returns, training it first when the folder is missing. Same spec,
+same seed, same machine -> the same weights (tests/test_toyworld.py checks it on a micro model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from src.config import ConfigError, ModelConfig, build_dataclass
+from src.io import write_json_atomic
+from src.toyworld.corpus import biographies
+from src.toyworld.files import write_files
+from src.toyworld.tokenizer import build_tokenizer
+from src.toyworld.world import WorldSpec, make_world
+
+log = logging.getLogger(__name__)
+PRETRAIN_VERSION = 1  # bump when the same spec would train different weights
+TIE = True
+
+
+@dataclass
+class ToySpec:
+    """The `toy` section of a model config: which world, which architecture, how it is pretrained."""
+
+    world: WorldSpec = field(default_factory=WorldSpec)
+    architecture: str = "llama"  # llama | gpt2 (Hugging Face architectures, built from scratch)
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    intermediate_size: int = 256
+    bios_per_entity: int = 8  # write-ups per corpus entity: varied phrasings make facts retrievable
+    epochs: int = 12
+    seq_len: int = 128  # tokens per training row (documents laid end to end)
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.1  # cosine decay to this share of lr
+    weight_decay: float = 0.1
+    seed: int = 0  # initialization and document order
+
+    def validate(self) -> None:
+        if self.architecture not in {"llama", "gpt2"}:
+            raise ConfigError(f"model.toy.architecture: {self.architecture!r} is not llama or gpt2")
+        if self.hidden_size % self.heads:
+            raise ConfigError(f"model.toy: hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
+        for key in ("layers", "heads", "epochs", "seq_len", "batch_size", "bios_per_entity"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.toy.{key} must be > 0")
+        try:
+            self.world.validate()
+        except ValueError as err:
+            raise ConfigError(f"model.toy.world: {err}") from None
+
+
+def toy_spec(raw: dict[str, Any]) -> ToySpec:
+    spec = build_dataclass(ToySpec, dict(raw), "model.toy")
+    spec.validate()
+    return spec
+
+
+def spec_key(cfg: ModelConfig) -> str:
+    blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(toy_spec(cfg.toy)),
+                       "context_length": cfg.context_length}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def build_model(spec: ToySpec, tokenizer, context_length: int):
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    if spec.architecture == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=spec.hidden_size, n_layer=spec.layers,
+                            n_head=spec.heads, n_inner=spec.intermediate_size, n_positions=context_length, **ids)
+    else:
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.layers,
+                             num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+                             intermediate_size=spec.intermediate_size, max_position_embeddings=context_length,
+                             tie_word_embeddings=TIE, **ids)
+    torch.manual_seed(spec.seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def training_rows(docs: list[list[int]], spec: ToySpec, epoch: int) -> torch.Tensor:
+    """One epoch: the documents in a seeded order, end to end, cut into rows of seq_len tokens."""
+    order = list(range(len(docs)))
+    random.Random(f"pretrain-{spec.seed}-{epoch}").shuffle(order)
+    stream = [t for i in order for t in docs[i]]
+    n = len(stream) // spec.seq_len
+    return torch.tensor(stream[: n * spec.seq_len]).view(n, spec.seq_len)
+
+
+def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Module, dict]:
+    """Next-token prediction on the encyclopedia; AdamW, linear warm-up then cosine decay."""
+    world = make_world(spec.world)
+    texts = biographies(world, spec.bios_per_entity)
+    docs = [[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    model = build_model(spec, tokenizer, context_length)
+    rows_per_epoch = sum(map(len, docs)) // spec.seq_len
+    total = spec.epochs * math.ceil(rows_per_epoch / spec.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay)
+
+    def multiplier(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        progress = (step - spec.warmup_steps) / max(1, total - spec.warmup_steps)
+        return spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    params = sum(p.numel() for p in model.parameters())
+    log.info("pretrain %s: %d documents, %d rows of %d per epoch, %d epochs -> %d steps; %d parameters",
+             spec.architecture, len(docs), rows_per_epoch, spec.seq_len, spec.epochs, total, params)
+    model.train()
+    start, step, history = time.perf_counter(), 0, []
+    for epoch in range(spec.epochs):
+        rows = training_rows(docs, spec, epoch)
+        for i in range(0, len(rows), spec.batch_size):
+            batch = rows[i:i + spec.batch_size]
+            logits = model(input_ids=batch).logits
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten())
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+        history.append({"epoch": epoch + 1, "step": step, "loss": round(loss.item(), 4)})
+        log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, spec.epochs, loss.item())
+    model.eval()
+    seconds = time.perf_counter() - start
+    return model, {"steps": step, "documents": len(docs), "tokens_per_epoch": rows_per_epoch * spec.seq_len,
+                   "parameters": params, "final_loss": history[-1]["loss"], "history": history,
+                   "seconds": round(seconds, 1)}
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
+    """The folder (HF format: model, tokenizer, pretrain.json) of this toy model, trained on first use.
+    The world's data files are written too, so a toy run needs nothing prepared by hand."""
+    spec = toy_spec(cfg.toy)
+    write_files(spec.world, cache_dir)
+    target = Path(os.path.expanduser(cache_dir)) / "toyworld" / "models" / f"{cfg.name}-{spec_key(cfg)}"
+    if (target / "pretrain.json").exists():
+        return target
+    with _file_lock(target.with_suffix(".lock")):
+        if (target / "pretrain.json").exists():  # another process trained it meanwhile
+            return target
+        tokenizer = build_tokenizer()
+        model, record = pretrain(spec, tokenizer, cfg.context_length)
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "pretrain.json", {"spec": dataclasses.asdict(spec), "key": spec_key(cfg), **record})
+        tmp.rename(target)  # atomic: a half-written model is never mistaken for a finished one
+    return target
