@@ -27,13 +27,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from teacher_servers import FaultServer
 
 from src import PROJECT_ROOT, io
 from src.io import OutputError, ensure_dir, write_json_atomic, write_text_atomic
-from tests.conftest import run_config
+from tests.conftest import CACHE, run_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
        "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -356,3 +357,81 @@ def test_wandb_unreachable_falls_back_to_offline_in_bounded_time(tmp_path, monke
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].endswith(f"-{cfg.run_id()}")
     assert wandb.run is None
+
+
+# --- preemption of a whole cell (slow) ----------------------------------------------------------------
+
+
+class Cell:
+    """`python -m src.main` on one smoke cell in its own store and cache, killable at a log line."""
+
+    def __init__(self, root: Path, amount: str):
+        self.root = root
+        cache = root / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        if not (cache / "models").exists():  # the converted tokenizer is shared; every other cache is fresh
+            (cache / "models").symlink_to(Path(os.path.expanduser(CACHE)) / "models")
+        self.args = [sys.executable, "-m", "src.main", "experiment=smoke", f"data.amount={amount}",
+                     "tracker.mode=offline", f"store_dir={root}/cells", f"cache_dir={cache}",
+                     f"hydra.run.dir={root}/job"]
+
+    def run(self, kill_after: str | None = None, delay: float = 0.0) -> list[str]:
+        """Run to the end, or kill -9 the whole process group `delay` seconds after a log line
+        containing `kill_after`. Returns the log lines seen."""
+        proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)  # Hydra logs to stdout
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if kill_after and kill_after in line:
+                time.sleep(delay)
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+        proc.wait(timeout=600)
+        assert proc.returncode == (-signal.SIGKILL if kill_after else 0), "".join(lines[-30:])
+        return lines
+
+    def work(self) -> Path:
+        (work,) = (self.root / "cells").iterdir()
+        return work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("amount", "kills"), [
+    ("0", [("W&B run", 0.0, 3.0), ("nq:", 0.0, 2.0)]),          # during nq, then during humaneval
+    ("2K", [("loaded demo", 0.0, 0.5), ("nq:", 0.0, 2.0)]),      # during prepare, then during humaneval
+])
+def test_cell_killed_in_prepare_and_eval_reruns_to_the_same_results(amount, kills, tmp_path):
+    reference = Cell(tmp_path / "reference", amount)
+    reference.run()
+    expected = json.loads((reference.work() / "results.json").read_text())
+
+    cell = Cell(tmp_path / "preempted", amount)
+    rng = random.Random(amount)
+    for marker, low, high in kills:
+        cell.run(kill_after=marker, delay=rng.uniform(low, high))
+        assert not (cell.work() / "results.json").exists()  # the kill landed before the cell finished
+        assert_whole_json_files(tmp_path / "preempted")
+    cell.run()
+
+    work = cell.work()
+    results = json.loads((work / "results.json").read_text())
+    assert results["metrics"] == expected["metrics"]
+    assert results["tokens"] == expected["tokens"]
+    assert {k: v["n"] for k, v in results["benchmarks"].items()} == {"nq": 8, "humaneval": 4}
+    for name, n in (("nq", 8), ("humaneval", 4)):  # no duplicated predictions
+        assert len((work / "benchmarks" / name / "predictions.jsonl").read_text().splitlines()) == n
+    assert [p.name for p in (tmp_path / "preempted" / "cells").iterdir()] == [results["run_id"]]
+    assert json.loads((tmp_path / "preempted" / "job" / "status.json").read_text())["state"] == "done"
+    # W&B: every attempt logged under the one run id (offline folders sync into the same run)
+    runs = sorted(p.name for p in (work / "wandb").glob("offline-run-*"))
+    assert len(runs) == len(kills) + 1 and {name.rsplit("-", 1)[1] for name in runs} == {results["run_id"]}
+    assert_whole_json_files(tmp_path / "preempted")
+
+
+def assert_whole_json_files(root: Path) -> None:
+    """Nothing half-written in the store, the job folder or the caches (temporary names start with
+    '.'; W&B's own files are its business)."""
+    for path in root.rglob("*.json"):
+        if not path.name.startswith(".") and "wandb" not in path.parts:
+            json.loads(path.read_text())
