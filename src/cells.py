@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 import traceback
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from src import resolve_path
 from src.benchmarks import benchmark_settings
 from src.config import RunConfig
-from src.io import write_json_atomic
+from src.io import atomic_dir, copy_file_atomic, write_json_atomic
 
 STATUS = "status.json"
 
@@ -58,8 +57,9 @@ def finished_training(work: Path) -> dict | None:
 
 
 def save_training(work: Path, model, tokenizer, data_summary: dict, train_summary: dict) -> None:
-    model.save_pretrained(work / "checkpoint")
-    tokenizer.save_pretrained(work / "checkpoint")
+    with atomic_dir(work / "checkpoint") as folder:  # a kill mid-save never leaves a torn checkpoint in place
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     write_training_record(work, data_summary, train_summary)
 
 
@@ -105,7 +105,7 @@ def run_cell(cfg: RunConfig, raw: dict, job_dir: Path, train_and_eval) -> dict:
             raise
         write_status(job_dir, cfg, "done", started=started, started_unix=started_unix, finished_unix=time.time())
     if job_dir.resolve() != work.resolve():
-        shutil.copyfile(work / "results.json", job_dir / "results.json")
+        copy_file_atomic(work / "results.json", job_dir / "results.json")  # the report reads these copies
     return results
 
 
