@@ -365,20 +365,20 @@ def test_wandb_unreachable_falls_back_to_offline_in_bounded_time(tmp_path, monke
 class Cell:
     """`python -m src.main` on one smoke cell in its own store and cache, killable at a log line."""
 
-    def __init__(self, root: Path, amount: str):
-        self.root = root
+    def __init__(self, root: Path, amount: str, *overrides: str, env: dict | None = None):
+        self.root, self.env = root, {**ENV, **(env or {})}
         cache = root / "cache"
         cache.mkdir(parents=True, exist_ok=True)
         if not (cache / "models").exists():  # the converted tokenizer is shared; every other cache is fresh
             (cache / "models").symlink_to(Path(os.path.expanduser(CACHE)) / "models")
         self.args = [sys.executable, "-m", "src.main", "experiment=smoke", f"data.amount={amount}",
                      "tracker.mode=offline", f"store_dir={root}/cells", f"cache_dir={cache}",
-                     f"hydra.run.dir={root}/job"]
+                     f"hydra.run.dir={root}/job", *overrides]
 
     def run(self, kill_after: str | None = None, delay: float = 0.0) -> list[str]:
         """Run to the end, or kill -9 the whole process group `delay` seconds after a log line
         containing `kill_after`. Returns the log lines seen."""
-        proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)  # Hydra logs to stdout
         lines: list[str] = []
         for line in proc.stdout:
@@ -435,3 +435,19 @@ def assert_whole_json_files(root: Path) -> None:
     for path in root.rglob("*.json"):
         if not path.name.startswith(".") and "wandb" not in path.parts:
             json.loads(path.read_text())
+
+
+@pytest.mark.slow
+def test_cell_completes_offline_when_wandb_is_unreachable(tmp_path):
+    env = {"WANDB_MODE": "", "WANDB_API_KEY": "local-" + "0" * 40, "WANDB_INIT_TIMEOUT": "3",
+           "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
+    cell = Cell(tmp_path, "0", "tracker.mode=online", env=env)
+    cell.env.pop("WANDB_MODE")
+    start = time.monotonic()
+    lines = cell.run()
+    assert time.monotonic() - start < 180
+    assert any("W&B online run could not start" in line for line in lines)
+    results = json.loads((cell.work() / "results.json").read_text())
+    assert set(results["metrics"]) >= {"nq/em", "humaneval/pass@1"}
+    runs = [p.name for p in (cell.work() / "wandb").glob("offline-run-*")]
+    assert len(runs) == 1 and runs[0].endswith(results["run_id"])
