@@ -10,7 +10,8 @@ timeout after which its whole process tree is killed. On top of that, when avail
 - when the harness runs as root: the program runs under a fresh unprivileged uid of its own (a number
   no account uses), so it owns no file on the machine, can signal no other process, its process cap
   counts only its own processes, and every process left with that uid is killed afterwards. Without
-  bubblewrap, root also puts the program in a private network namespace (no network at all).
+  bubblewrap, root also puts the program in a private network namespace (no network at all). Each is
+  probed first; where a container forbids one, it is left out (with a warning) and not pretended.
 
 Passing needs a positive proof, not an exit code: the runner reads a random nonce from stdin before
 the program starts (it is in no file the program can read) and writes it to a private file only after
@@ -94,12 +95,13 @@ class Sandbox:
     fresh_uid: bool  # root only: each program under its own unprivileged uid
     interpreter: str  # a Python the program's uid can execute
     prefix: str  # that interpreter's installation, made visible (read-only) under bubblewrap
+    netns: bool = False  # without bubblewrap: a private network namespace (root, where unshare works)
 
     def describe(self) -> str:
         parts = ["bwrap" if self.bwrap else "subprocess", "rlimits"]
         if self.fresh_uid:
             parts.append("fresh-uid")
-        if self.fresh_uid and not self.bwrap:
+        if self.netns and not self.bwrap:
             parts.append("netns")
         return "+".join(parts)
 
@@ -112,29 +114,47 @@ def isolation() -> str:
 def _sandbox(mode: str) -> Sandbox:
     if mode not in {"auto", "bwrap", "subprocess"}:
         raise ValueError(f"IMITATION_GAP_SANDBOX={mode!r}: use auto, bwrap or subprocess")
-    fresh_uid = os.geteuid() == 0
-    interpreter, prefix = _find_interpreter(fresh_uid)
+    # root in a container may lack the capabilities for either: each is probed, and what fails is left out
+    found = _find_interpreter() if os.geteuid() == 0 else None
+    fresh_uid = found is not None
+    interpreter, prefix = found or (os.path.realpath(sys.executable), sys.base_prefix)
+    netns = os.geteuid() == 0 and _probe(_unshare_network)
     use_bwrap = False
     if mode != "subprocess" and shutil.which("bwrap"):
         probe = Sandbox(True, fresh_uid, interpreter, prefix)
         use_bwrap = run_program("pass\n", 30, probe).status == "passed"
     if mode == "bwrap" and not use_bwrap:
         raise RuntimeError("IMITATION_GAP_SANDBOX=bwrap, but bubblewrap is not installed or cannot start here")
-    return Sandbox(use_bwrap, fresh_uid, interpreter, prefix)
+    box = Sandbox(use_bwrap, fresh_uid, interpreter, prefix, netns)
+    if os.geteuid() == 0 and not (fresh_uid and (use_bwrap or netns)):
+        log.warning("sandbox: running as root with only %s: generated code is less contained", box.describe())
+    return box
 
 
 def sandbox() -> Sandbox:
     return _sandbox(os.environ.get("IMITATION_GAP_SANDBOX", "auto"))
 
 
-def _find_interpreter(fresh_uid: bool) -> tuple[str, str]:
-    """This Python, or (as root) the first Python an unprivileged uid can execute: a virtualenv under
-    /root is out of its reach, the system's /usr/bin/python3 usually is not. Either way programs get
-    the standard library only, as HumanEval needs."""
+def _probe(preexec) -> bool:
+    try:
+        return subprocess.run(["/bin/true"], preexec_fn=preexec, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _unshare_network() -> None:
+    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+
+
+def _find_interpreter() -> tuple[str, str] | None:
+    """(As root) the first Python a fresh unprivileged uid can execute, or None where that uid cannot
+    be taken (a container's user namespace). A virtualenv under /root is out of its reach, the system's
+    /usr/bin/python3 usually is not. Programs get the standard library only, as HumanEval needs; not
+    as root, the installation itself runs them (not a virtualenv's link to it: bubblewrap shows only
+    the installation)."""
     candidates = [sys.executable, os.path.realpath(sys.executable), getattr(sys, "_base_executable", ""),
                   shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or ""]
-    if not fresh_uid:  # the installation itself, not a virtualenv's link to it: bubblewrap shows only that
-        return os.path.realpath(sys.executable), sys.base_prefix
     for candidate in dict.fromkeys(c for c in candidates if c):
         try:
             probe = subprocess.run([candidate, "-I", "-c", "import sys, json, math, re; print(sys.base_prefix)"],
@@ -143,7 +163,7 @@ def _find_interpreter(fresh_uid: bool) -> tuple[str, str]:
             continue
         if probe.returncode == 0:
             return candidate, probe.stdout.strip()
-    raise RuntimeError("no Python interpreter is executable by an unprivileged uid; install python3 under /usr")
+    return None
 
 
 def _fresh_uid() -> int:
@@ -173,10 +193,8 @@ def _bwrap_prefix(box: Sandbox, scratch: str) -> list[str]:
 def _limits(box: Sandbox, cpu_seconds: int, uid: int | None):
     def apply() -> None:
         os.setsid()  # own session and process group: the whole tree is killed on timeout
-        if uid is not None and not box.bwrap:
-            # no network without bubblewrap: a private network namespace has only a downed loopback
-            if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+        if box.netns and not box.bwrap:
+            _unshare_network()  # no network without bubblewrap: a private namespace has only a downed loopback
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
         resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_BYTES, OUTPUT_BYTES))
