@@ -165,3 +165,11 @@ def test_requiring_bubblewrap_where_it_is_missing_is_an_error(monkeypatch):
             execution.isolation()
     finally:
         execution._sandbox.cache_clear()
+
+
+def test_a_correct_solution_that_forks_and_starts_threads_passes(mode):
+    """Only the runner's own process writes the proof: a child reaching the end adds nothing."""
+    solution = ("import os, threading\n\ndef add(a, b):\n    if os.fork() == 0:\n        os._exit(0)\n"
+                "    os.wait()\n    worker = threading.Thread(target=lambda: None)\n    worker.start()\n"
+                "    worker.join()\n    return a + b\n\nif os.fork() == 0:\n    pass  # this child runs to the end too\n")
+    assert execution.run_tests(solution, PROBLEM["test"], "add", TIMEOUT).status == "passed"
