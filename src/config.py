@@ -257,6 +257,7 @@ class RunConfig:
     force: bool = False  # rerun a cell even if its results are complete
     cache_dir: str = "~/.cache/imitation-gap"  # converted models
     device: str = "auto"  # auto | cpu | cuda
+    eval_backend: str = "hf"  # hf (everywhere) | vllm (GPU, optional: src/vllm_handle.py)
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
 
     @classmethod
@@ -267,6 +268,10 @@ class RunConfig:
         cfg.train.validate()
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+        _choice("eval_backend", cfg.eval_backend, {"hf", "vllm"})
+        if cfg.eval_backend == "vllm" and cfg.data.amount != 0 and not cfg.train.save_checkpoint:
+            raise ConfigError("eval_backend=vllm loads the trained model from its checkpoint: "
+                              "set train.save_checkpoint=true")
         from src.benchmarks import validate_benchmarks  # late import: benchmarks import this module
 
         validate_benchmarks(cfg.benchmark)

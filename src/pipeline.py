@@ -22,8 +22,9 @@ from src.config import RunConfig, format_amount
 from src.data.template import chat_format
 from src.io import write_json_atomic
 from src.launch import remove_checkpoint, run_training
-from src.models import ModelHandle, load_checkpoint, load_model, load_tokenizer, pick_device
+from src.models import ModelHandle, load_checkpoint, load_model, load_tokenizer, model_source, pick_device
 from src.tracking import Tracker
+from src.vllm_handle import VLLMHandle
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,22 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             model = load_model(cfg.model, tokenizer, cfg.cache_dir, device, seed=cfg.seed)
             timings["load_model_s"] = time.perf_counter() - clock
 
-        handle = ModelHandle(model, tokenizer, fmt, device, trained=trained)
+        n_parameters = sum(p.numel() for p in model.parameters())
+        if cfg.eval_backend == "vllm":
+            # vLLM loads the weights itself: the checkpoint this cell trained, or the base model
+            source = out / "checkpoint" if trained else model_source(cfg.model, cfg.cache_dir)
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            handle = VLLMHandle(source, tokenizer, fmt, trained, dtype=cfg.model.dtype, seed=cfg.seed)
+        else:
+            handle = ModelHandle(model, tokenizer, fmt, device, trained=trained)
         metrics: dict[str, float] = {}
         benchmarks: dict[str, dict] = {}
         # the base model's scores are shared by every amount-0 cell of a grid (and across grids)
         base_cache = None if cfg.force else Path(cfg.cache_dir).expanduser() / "benchmarks"
         identity = {**dataclasses.asdict(cfg.model), "seed": cfg.seed if cfg.model.init else None,
-                    "device_type": device.type}
+                    "device_type": device.type, "backend": cfg.eval_backend}
         for name, raw in cfg.benchmark.items():
             clock = time.perf_counter()
             done = None if cfg.force else finished_benchmark(out, name, raw)
@@ -113,7 +123,8 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
             "tokens": {"total": data_summary["total_tokens"] if data_summary else 0,
                        "loss_bearing": data_summary["loss_tokens"] if data_summary else 0,
                        "definition": "tokens of the formatted conversations under the base model's tokenizer"},
-            "model_parameters": sum(p.numel() for p in model.parameters()),
+            "model_parameters": n_parameters,
+            "eval_backend": cfg.eval_backend,
             "mode": mode,  # base_model | separate_run | milestone (a checkpoint of the run trained_by)
             "trained_by": trained_by,
             "metrics": metrics,

@@ -128,3 +128,25 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(VLLMMissing, match="pip install vllm"):
         VLLMHandle("x", None, None, trained=False)
+
+
+def test_cell_scores_through_vllm_when_asked(handles, tmp_path):
+    """eval_backend=vllm: the cell's benchmarks go through the engine, which is handed the base model."""
+    from src.pipeline import train_and_eval
+    from tests.conftest import run_config
+
+    FakeLLM.calls.clear()
+    cfg = run_config(["experiment=smoke", "data.amount=0", "eval_backend=vllm", "tracker.mode=disabled",
+                      "benchmark=[nq]", "benchmark.nq.limit=2", f"output_dir={tmp_path}"])
+    results = train_and_eval(cfg)
+    assert results["eval_backend"] == "vllm" and results["benchmarks"]["nq"]["n"] == 2
+    assert len(FakeLLM.calls) == 1 and FakeLLM.calls[0]["dtype"] == cfg.model.dtype
+
+
+def test_vllm_for_a_trained_cell_needs_its_checkpoint():
+    from src.config import ConfigError
+    from tests.conftest import run_config
+
+    with pytest.raises(ConfigError, match="train.save_checkpoint=true"):
+        run_config(["experiment=smoke", "data.amount=1K", "eval_backend=vllm", "train.save_checkpoint=false",
+                    "output_dir=/tmp/x"])
