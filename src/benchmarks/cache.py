@@ -45,7 +45,8 @@ def code_digest(name: str) -> str:
     someone forgot to bump the version."""
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for file in (root / f"{name}.py", root / "base.py", root.parent / "models.py"):
+    helpers = {"humaneval": [root / "execution.py"]}  # the sandbox decides what passes
+    for file in (root / f"{name}.py", root / "base.py", root.parent / "models.py", *helpers.get(name, [])):
         if file.exists():
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

