@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from src import PROJECT_ROOT, resolve_path
+from src.data.formats.records import JSON_ERRORS, json_problem
 from src.io import write_json_atomic, write_text_atomic
 from src.progress import progress
 from src.teachers import ChatRequest, HttpTeacher, LocalTeacher, MalformedReply, Sampling, Teacher
@@ -99,16 +100,17 @@ def load_prompts(path: Path) -> list[Prompt]:
     if text.lstrip().startswith("["):
         try:
             records = [(f"{path}[{i}]", r) for i, r in enumerate(json.loads(text))]
-        except json.JSONDecodeError as err:
-            raise CollectError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+        except JSON_ERRORS as err:
+            where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(path)
+            raise CollectError(f"{where}: invalid JSON: {json_problem(err)}") from err
     else:
         records = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
                     records.append((f"{path}:{lineno}", json.loads(line)))
-                except json.JSONDecodeError as err:
-                    raise CollectError(f"{path}:{lineno}: invalid JSON: {err.msg}") from err
+                except JSON_ERRORS as err:
+                    raise CollectError(f"{path}:{lineno}: invalid JSON: {json_problem(err)}") from err
     prompts = [_prompt_of(record, origin) for origin, record in records]
     empty = next((p for p in prompts if not p.prompt.strip()), None)
     if empty:
@@ -164,8 +166,9 @@ def read_partial(path: Path) -> tuple[dict[str, dict], int]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CollectError(f"{path}:{lineno}: corrupt partial output ({err.msg}); move it away to start over") from err
+        except JSON_ERRORS as err:
+            raise CollectError(f"{path}:{lineno}: corrupt partial output ({json_problem(err)}); "
+                               "move it away to start over") from err
         if not isinstance(record, dict) or "id" not in record or "conversations" not in record:
             raise CollectError(f"{path}:{lineno}: not a collected record; move the file away to start over")
         done[str(record["id"])] = record

@@ -6,6 +6,7 @@ DataError naming the file. Never a KeyError/TypeError/AttributeError/IndexError 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def near(**fields):
 
 
 texts = st.text(max_size=30)
+# a last line of trouble: torn JSON, invalid UTF-8, an integer too long for Python, nesting too deep
+JUNK = [b"", b"{", b"\xff\xfe", b"[1,", b"null", b"1" * 5000, b"[" * 5000 + b"]" * 5000]
 turn = near(**{"from": st.sampled_from(["human", "gpt", "user", "system", "robot", "Bard"]), "value": texts})
 RECORDS = {
     "sharegpt": near(conversations=st.lists(turn | json_values, max_size=4)),
@@ -81,7 +84,7 @@ cleanings = st.builds(CleanConfig, html_to_markdown=st.booleans(), english_only=
 def test_structured_records_load_or_fail_with_a_data_error(fmt):
     @FUZZ
     @given(records=st.lists(RECORDS[fmt] | json_values, max_size=6), as_list=st.booleans(),
-           junk=st.sampled_from([b"", b"{", b"\xff\xfe", b"[1,", b"null"]), strict=st.booleans(), clean=cleanings)
+           junk=st.sampled_from(JUNK), strict=st.booleans(), clean=cleanings)
     def check(records, as_list, junk, strict, clean):
         with tempfile.TemporaryDirectory() as directory:
             path = write_file(Path(directory), records, as_list, junk)
@@ -136,7 +139,7 @@ def test_unknown_mixture_part_is_a_config_error():
 
 @FUZZ
 @given(records=st.lists(RECORDS["koala_prompts"] | RECORDS["sharegpt"] | json_values, max_size=5),
-       as_list=st.booleans(), junk=st.sampled_from([b"", b"{", b"\xff\xfe"]))
+       as_list=st.booleans(), junk=st.sampled_from(JUNK))
 def test_collect_prompt_files_load_or_fail_naming_the_file(records, as_list, junk):
     from src.collect import CollectError, load_prompts
 
@@ -152,7 +155,7 @@ def test_collect_prompt_files_load_or_fail_naming_the_file(records, as_list, jun
 
 @FUZZ
 @given(records=st.lists(near(id=texts, prompt=texts, reference=texts) | json_values, max_size=5),
-       junk=st.sampled_from([b"", b"{", b"\xff\xfe"]))
+       junk=st.sampled_from(JUNK))
 def test_judge_items_load_or_fail_naming_the_line(records, junk):
     from src.benchmarks.judge import load_items
 
@@ -164,3 +167,23 @@ def test_judge_items_load_or_fail_naming_the_line(records, junk):
             assert str(err).startswith(f"{path}:"), err
             return
         assert all(isinstance(i["prompt"], str) for i in items)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"[" + b"1" * 5000 + b"]", "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+    (b"[" * 5000 + b"]" * 5000, "invalid JSON: nested too deeply"),
+])
+def test_hostile_json_lists_are_data_errors_naming_the_file(content, problem, tmp_path):
+    """What the fuzzer found: json.loads raises ValueError / RecursionError, not JSONDecodeError."""
+    path = tmp_path / "data.json"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(f"{path}: {problem}")):
+        load_source(DataSourceConfig(name="t", format="sharegpt", path=str(path)))
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_bytes(json.dumps(GOOD).encode() + b"\n" + content[1:] + b"\n")
+    conversations, report = load_source(DataSourceConfig(name="t", format="sharegpt", path=str(jsonl),
+                                                         max_bad_fraction=1.0))
+    assert (len(conversations), report.dropped, report.examples["invalid_json"]) == (1, {"invalid_json": 1}, f"{jsonl}:2")
+
+
+GOOD = {"id": "a", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}

@@ -26,7 +26,7 @@ from pathlib import Path
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError
-from src.data.formats.records import DataError
+from src.data.formats.records import JSON_ERRORS, DataError, json_problem
 from src.io import write_json_atomic
 
 VERSION = 1
@@ -218,8 +218,8 @@ def load_items(path: str) -> list[dict]:
             item = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
             raise DataError(f"{full}:{lineno}: invalid UTF-8 ({err.reason})") from err
-        except json.JSONDecodeError as err:
-            raise DataError(f"{full}:{lineno}: invalid JSON: {err.msg}") from err
+        except JSON_ERRORS as err:
+            raise DataError(f"{full}:{lineno}: invalid JSON: {json_problem(err)}") from err
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("id", "prompt", "reference")):
             raise DataError(f"{full}:{lineno}: judge items need string 'id', 'prompt' and 'reference'")
         items.append(item)

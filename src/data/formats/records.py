@@ -21,6 +21,19 @@ class DataError(ValueError):
     """Bad input data; the message names the file and line."""
 
 
+# json.loads raises more than JSONDecodeError on hostile text: a ValueError for an integer of more
+# than 4,300 digits, a RecursionError for arrays nested thousands deep. All of them are invalid JSON here.
+JSON_ERRORS = (ValueError, RecursionError)
+
+
+def json_problem(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return err.msg
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    return str(err).split(";")[0]
+
+
 def read_records(path_text: str) -> Iterator[tuple[str, object]]:
     """Yield (origin, parsed JSON or a FormatError) for a JSON list or a JSONL file."""
     path = resolve_path(path_text)
@@ -45,8 +58,8 @@ def read_path(path: Path) -> Iterator[tuple[str, object]]:
             yield origin, json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
             yield origin, FormatError(f"{origin}: invalid UTF-8 ({err.reason})", "invalid_utf8")
-        except json.JSONDecodeError as err:
-            yield origin, FormatError(f"{origin}: invalid JSON: {err.msg}", "invalid_json")
+        except JSON_ERRORS as err:
+            yield origin, FormatError(f"{origin}: invalid JSON: {json_problem(err)}", "invalid_json")
 
 
 def _json_list(path: Path, raw: bytes) -> Iterator[tuple[str, object]]:
@@ -60,8 +73,9 @@ def _json_list(path: Path, raw: bytes) -> Iterator[tuple[str, object]]:
         text = raw.decode("utf-8", errors="replace")
     try:
         items = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from err
+    except JSON_ERRORS as err:
+        where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(path)
+        raise DataError(f"{where}: invalid JSON: {json_problem(err)}") from err
     for index, item in enumerate(items):
         origin = f"{path}[{index}]"
         if first_bad_line is not None and "\ufffd" in json.dumps(item, ensure_ascii=False):
