@@ -12,7 +12,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.benchmarks import cache, humaneval, judge, mmlu, nq, style, toxicity
+from src.benchmarks import (
+    cache,
+    humaneval,
+    judge,
+    mmlu,
+    nq,
+    style,
+    toxicity,
+    toy_cloze,
+    toy_mc,
+    toy_qa,
+    toy_style,
+)
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError, build_dataclass
 
@@ -23,6 +35,11 @@ BENCHMARKS: dict[str, tuple[type, Callable[..., BenchmarkResult]]] = {
     "humaneval": (humaneval.HumanEvalSettings, humaneval.run),
     "style": (style.StyleSettings, style.run),
     "toxicity": (toxicity.ToxicitySettings, toxicity.run),
+    # the toy world (src/toyworld): the same study on a synthetic world small enough for a laptop
+    "toy_qa": (toy_qa.ToyQASettings, toy_qa.run),
+    "toy_cloze": (toy_cloze.ToyClozeSettings, toy_cloze.run),
+    "toy_mc": (toy_mc.ToyMCSettings, toy_mc.run),
+    "toy_style": (toy_style.ToyStyleSettings, toy_style.run),
 }
 
 
