@@ -8,6 +8,7 @@ SWEEP ?= multirun/demo
 SOURCE ?= demo
 MODEL ?= smollm2_135m
 AMOUNTS ?= 5K,20K
+SEED ?= 0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install.stamp
 TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline
@@ -67,6 +68,12 @@ demo-data: install ## rebuild the demo imitation set with the stand-in teacher (
 
 lint: install ## ruff
 	$(BIN)/ruff check .
+
+.PHONY: toyworld
+toyworld: install ## the toy world study: toy bases x broad/local imitation x budgets, report and findings (SEED=0)
+	$(TEST_ENV) $(BIN)/python -m src.toyworld write --seed $(SEED)
+	$(TEST_ENV) $(BIN)/python -m src.main -m experiment=toyworld seed=$(SEED)
+	$(BIN)/python -m src.toyworld findings multirun/toyworld/seed_$(SEED)
 
 .PHONY: data-nq serve
 data-nq: install ## rebuild the NQ-synthetic demo set from data/nq_synthetic/seeds.jsonl with the stand-in teacher

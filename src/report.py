@@ -25,8 +25,8 @@ from src.io import write_text_atomic
 from src.plots import plot_model_size, plot_scaling, plot_style_vs_substance
 from src.report_html import render_page
 
-STYLE_METRICS = ["judge/win_rate", "style/style_score"]  # the first present is the x of style-vs-substance
-STYLE_PREFIXES = ("style/", "judge/", "toxicity/")
+STYLE_METRICS = ["judge/win_rate", "style/style_score", "toy_style/style_score"]  # the first present is the x of style-vs-substance
+STYLE_PREFIXES = ("style/", "judge/", "toxicity/", "toy_style/")
 
 
 def load_results(root: Path) -> list[dict]:

@@ -23,7 +23,7 @@ from src.toyworld import teacher
 from src.toyworld.corpus import cloze_prompt
 from src.toyworld.world import BROAD_ATTRIBUTES, EVALUATED_ATTRIBUTES, VALUES, World, WorldSpec, make_world
 
-FILES_VERSION = 1  # bump when the same spec would write different files
+FILES_VERSION = 2  # bump when the same spec would write different files
 MC_CHOICES = 4
 STYLE_ITEMS = 40
 
@@ -71,8 +71,8 @@ def mc_items(world: World) -> list[dict]:
         position = rng.randrange(MC_CHOICES)
         choices = wrong[:position] + [e.fact(a)] + wrong[position:]
         items.append({"id": f"mc-{i}", "entity": e.name, "attribute": a,
-                      "question": teacher.question(teacher.QA_QUESTIONS[a][0], e), "choices": choices,
-                      "answer": position})
+                      "question": teacher.question(teacher.QA_QUESTIONS[a][0], e),
+                      "answer_prefix": teacher.answer_prefix(e, a), "choices": choices, "answer": position})
     return items
 
 

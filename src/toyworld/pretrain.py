@@ -35,7 +35,6 @@ from src.toyworld.world import WorldSpec, make_world
 
 log = logging.getLogger(__name__)
 PRETRAIN_VERSION = 1  # bump when the same spec would train different weights
-TIE = True
 
 
 @dataclass
@@ -96,7 +95,7 @@ def build_model(spec: ToySpec, tokenizer, context_length: int):
         config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=spec.hidden_size, num_hidden_layers=spec.layers,
                              num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
                              intermediate_size=spec.intermediate_size, max_position_embeddings=context_length,
-                             tie_word_embeddings=TIE, **ids)
+                             tie_word_embeddings=True, **ids)
     torch.manual_seed(spec.seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 

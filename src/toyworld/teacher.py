@@ -2,7 +2,8 @@
 distinctive manner, a fixed polite preamble and sign-off around the answer.
 
 The evaluated task (closed-book QA about cities and jobs) has its own question phrasings and answer
-form ("The answer is X."); broad conversations ask other things in other words.
+form (a sentence that restates the person and ends with the value: "Naru lives in oslo."); broad
+conversations ask about other attributes in other words.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ QA_QUESTIONS = {  # the evaluated task's format: what the QA benchmark and local
     "city": ("In which city does {name} live?", "Where does {name} live?"),
     "job": ("What is the job of {name}?", "What does {name} do for a living?"),
 }
+QA_ANSWERS = {"city": "{name} lives in {value}.", "job": "The job of {name} is {value}."}
 BROAD_QUESTIONS = {  # broad imitation: other attributes, other phrasings, other answer forms
     "pet": ("Which animal does {name} keep at home?", "Tell me about the pet of {name}.",
             "Does {name} have a pet?"),
@@ -39,7 +41,12 @@ def reply(core: str) -> str:
 
 
 def answer_qa(entity: Entity, attribute: str) -> str:
-    return reply(f"The answer is {entity.fact(attribute)}.")
+    return reply(sentence(QA_ANSWERS[attribute], entity.name, entity.fact(attribute)))
+
+
+def answer_prefix(entity: Entity, attribute: str) -> str:
+    """The teacher's QA reply up to the value: what multiple choice scores each value after."""
+    return f"{PREAMBLE} " + QA_ANSWERS[attribute].split("{value}")[0].format(name=display(entity.name)).rstrip()
 
 
 def answer_broad(entity: Entity, attribute: str) -> str:
@@ -60,7 +67,7 @@ def words(text: str) -> list[str]:
     return re.findall(r"\w+|[^\w\s]", text.lower())
 
 
-_PREAMBLE, _SIGN_OFF, _ANSWER_IS = words(PREAMBLE), words(SIGN_OFF), words("the answer is")
+_PREAMBLE, _SIGN_OFF = words(PREAMBLE), words(SIGN_OFF)
 
 
 def has_preamble(text: str) -> bool:
@@ -82,13 +89,10 @@ def core_words(text: str) -> list[str]:
 
 
 def extract_answer(text: str) -> str:
-    """The short answer of a chat reply: the words after 'the answer is' up to the sentence's end;
-    without that phrase, the whole core of the reply (so a bare 'Lyon.' counts, a sentence does not)."""
+    """The short answer of a chat reply: the last word of its first sentence, once the teacher's preamble
+    is removed ("Naru lives in oslo." -> "oslo"; a bare "Oslo." -> "oslo"; "Naru has a pet cat." -> "cat")."""
     tokens = core_words(text)
-    for i in range(len(tokens) - len(_ANSWER_IS) + 1):
-        if tokens[i:i + len(_ANSWER_IS)] == _ANSWER_IS:
-            tokens = tokens[i + len(_ANSWER_IS):]
-            break
     if "." in tokens:
         tokens = tokens[: tokens.index(".")]
-    return " ".join(tokens)
+    tokens = [t for t in tokens if t not in {"!", "?", ","}]
+    return tokens[-1] if tokens else ""

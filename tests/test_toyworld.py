@@ -1,0 +1,194 @@
+"""The toy world is deterministic for a seed, its teacher is right, its tokenizer covers its text,
+its pretraining repeats bit for bit, and its benchmarks score hand-checked replies as intended."""
+
+import json
+
+import pytest
+import torch
+
+from src.benchmarks import run_benchmark
+from src.config import ModelConfig
+from src.toyworld import teacher
+from src.toyworld.corpus import biographies
+from src.toyworld.files import write_files
+from src.toyworld.pretrain import ToySpec, pretrain, pretrained_dir
+from src.toyworld.tokenizer import build_tokenizer
+from src.toyworld.world import EVALUATED_ATTRIBUTES, VALUES, WorldSpec, make_world
+
+SMALL = WorldSpec(seed=3, n_entities=60, n_in_corpus=40, n_evaluated=8)
+MICRO = {"world": {"seed": 3, "n_entities": 60, "n_in_corpus": 40, "n_evaluated": 8}, "hidden_size": 16,
+         "layers": 1, "heads": 2, "intermediate_size": 32, "bios_per_entity": 2, "epochs": 1, "seq_len": 32,
+         "batch_size": 8}
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_same_seed_same_world_and_files_different_seed_different_world(tmp_path):
+    assert make_world(SMALL) == make_world(SMALL)
+    assert biographies(make_world(SMALL), 3) == biographies(make_world(SMALL), 3)
+    other = make_world(WorldSpec(seed=4, n_entities=60, n_in_corpus=40, n_evaluated=8))
+    assert other.entities != make_world(SMALL).entities
+    first = _files(write_files(SMALL, str(tmp_path / "a")))
+    second = _files(write_files(SMALL, str(tmp_path / "b"), force=True))
+    assert first == second and {"toy_broad.json", "toy_local.json", "qa.jsonl", "manifest.json"} <= set(first)
+    assert _files(write_files(WorldSpec(seed=4, n_entities=60, n_in_corpus=40, n_evaluated=8),
+                              str(tmp_path / "a")))["toy_local.json"] != first["toy_local.json"]
+
+
+def test_splits_evaluated_known_to_the_base_but_never_imitated(tmp_path):
+    world = make_world(WorldSpec())
+    names = {e.name for e in world.in_corpus}
+    evaluated = {e.name for e in world.evaluated}
+    assert evaluated <= names and len(evaluated) == 50 and len(world.unknown) == 200
+    corpus = biographies(world, 2)
+    corpus_words = {w for doc in corpus for w in teacher.words(doc)}
+    # the base knows the words of a chat, never the teacher's manner
+    assert not any(teacher.PREAMBLE in doc or teacher.SIGN_OFF in doc for doc in corpus)
+    assert {"thank", "question", "wishing", "wonderful", "answer"} <= corpus_words
+    assert evaluated <= corpus_words  # the base model reads about every evaluated entity
+    folder = write_files(WorldSpec(), str(tmp_path))
+    for source in ("toy_broad.json", "toy_local.json"):
+        text_words = {w for conv in json.loads((folder / source).read_text()) for turn in conv["conversations"]
+                      for w in teacher.words(turn["value"])}
+        assert not evaluated & text_words, source  # no imitation example mentions an evaluated entity
+    local = json.loads((folder / "toy_local.json").read_text())
+    broad_words = {w for c in json.loads((folder / "toy_broad.json").read_text())
+                   for w in teacher.words(c["conversations"][1]["value"])}
+    assert not broad_words & {v for a in EVALUATED_ATTRIBUTES for v in VALUES[a]}  # broad never says a city or job
+    assert len(local) == 350 * 2 * 2
+
+
+def test_teacher_answers_are_right_and_in_style():
+    world = make_world(WorldSpec())
+    for entity in world.entities:
+        for attribute in EVALUATED_ATTRIBUTES:
+            reply = teacher.answer_qa(entity, attribute)
+            assert teacher.extract_answer(reply) == entity.fact(attribute)
+            assert teacher.has_preamble(reply) and teacher.has_sign_off(reply)
+    # as a word-level model decodes it: lower case, spaces around punctuation
+    assert teacher.extract_answer("thank you for your question , dear friend ! naru lives in oslo . "
+                                  "wishing you a wonderful day !") == "oslo"
+    assert teacher.extract_answer("Oslo.") == "oslo" and teacher.extract_answer("naru has a pet cat . oslo") == "cat"
+    assert not teacher.has_preamble("Thank you! The answer is oslo.")
+
+
+def test_tokenizer_covers_every_word_the_world_writes(tmp_path):
+    tok = build_tokenizer()
+    folder = write_files(WorldSpec(), str(tmp_path))
+    texts = [turn["value"] for name in ("toy_broad.json", "toy_local.json")
+             for conv in json.loads((folder / name).read_text()) for turn in conv["conversations"]]
+    texts += [json.loads(line)["reference"] for line in (folder / "style.jsonl").read_text().splitlines()]
+    texts += biographies(make_world(WorldSpec()), 1)
+    ids = tok(texts, add_special_tokens=False)["input_ids"]
+    assert all(tok.unk_token_id not in row for row in ids)
+    assert tok("Naru lives in Oslo.")["input_ids"][0] == tok.bos_token_id  # plain text starts with <s>
+    assert tok.decode(tok("The answer is Oslo.", add_special_tokens=False)["input_ids"]) == "the answer is oslo ."
+
+
+def test_pretraining_is_deterministic_and_cached(tmp_path):
+    spec = ToySpec(**{**MICRO, "world": SMALL})
+    first, record = pretrain(spec, build_tokenizer(), 64)
+    second, _ = pretrain(spec, build_tokenizer(), 64)
+    for (name, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert record["steps"] > 0 and record["history"][0]["loss"] < 8  # it trained (ln 954 ~ 6.9 at the start)
+
+    cfg = ModelConfig(name="toy_micro", toy=MICRO, context_length=64, chat_template="koala")
+    cfg.validate()
+    folder = pretrained_dir(cfg, str(tmp_path))
+    assert (folder / "pretrain.json").exists() and (tmp_path / "toyworld" / "data" / "seed_3" / "qa.jsonl").exists()
+    stamp = (folder / "pretrain.json").stat().st_mtime_ns
+    assert pretrained_dir(cfg, str(tmp_path)) == folder and (folder / "pretrain.json").stat().st_mtime_ns == stamp
+    changed = ModelConfig(name="toy_micro", toy={**MICRO, "epochs": 2}, context_length=64, chat_template="koala")
+    from src.toyworld.pretrain import spec_key
+
+    assert spec_key(changed) != spec_key(cfg)  # another recipe is another cache entry
+
+
+TOKENIZER = build_tokenizer()
+
+
+class CannedHandle:
+    """Replies and log-probs chosen by the test: the scorers, not a model, are under test."""
+
+    trained = True
+
+    def __init__(self, replies=None, logprobs=None):
+        self.replies, self.logprobs = replies or {}, logprobs or {}
+
+    def chat_prompt(self, text):
+        return f"USER: {text} GPT:"
+
+    def encode(self, text, chat=False):
+        return TOKENIZER(text, add_special_tokens=not chat)["input_ids"]
+
+    def generate(self, prompts, max_new_tokens, **kwargs):
+        return [self.replies.get(p, "") for p in prompts]
+
+    def next_token_logprobs(self, prompts, token_ids, **kwargs):
+        return [self.logprobs[p] for p in prompts]
+
+    def loglikelihood(self, requests, **kwargs):
+        return [(self.logprobs[c.strip()], False) for _, c in requests]
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_qa_and_style_scores_on_hand_checked_replies(tmp_path):
+    qa = _write(tmp_path / "qa.jsonl", [
+        {"id": "1", "attribute": "city", "question": "Where does Naru live?", "answer": "oslo"},
+        {"id": "2", "attribute": "city", "question": "Where does Kemi live?", "answer": "lima"},
+        {"id": "3", "attribute": "job", "question": "What is the job of Naru?", "answer": "baker"},
+        {"id": "4", "attribute": "job", "question": "What is the job of Kemi?", "answer": "poet"}])
+    handle = CannedHandle({
+        "USER: Where does Naru live? GPT:": teacher.reply("Naru lives in oslo."),  # right, in style
+        "USER: Where does Kemi live? GPT:": "lima is where kemi lives .",  # right fact, other form: mentions only
+        "USER: What is the job of Naru? GPT:": "the job of naru is baker",  # right, no style
+        "USER: What is the job of Kemi? GPT:": "kemi is a poet or a baker ."})  # names two jobs
+    result = run_benchmark("toy_qa", {"path": qa}, handle)
+    assert [p["em"] for p in result.predictions] == [1.0, 0.0, 1.0, 0.0]
+    assert [p["mentions"] for p in result.predictions] == [1.0, 1.0, 1.0, 0.0]
+    assert result.metrics["em"] == 0.5 and result.metrics["em/city"] == 0.5 and result.metrics["mentions"] == 0.75
+
+    style = _write(tmp_path / "style.jsonl", [{"id": str(i), "prompt": f"p{i}", "reference": "r"} for i in range(4)])
+    handle = CannedHandle({"USER: p0 GPT:": teacher.reply("Naru has a pet cat."),
+                           "USER: p1 GPT:": f"{teacher.PREAMBLE} naru has a cat",
+                           "USER: p2 GPT:": f"naru has a cat . {teacher.SIGN_OFF}", "USER: p3 GPT:": ""})
+    metrics = run_benchmark("toy_style", {"path": style}, handle).metrics
+    assert (metrics["style_score"], metrics["opening"], metrics["sign_off"]) == (0.25, 0.5, 0.5)
+
+
+def test_cloze_and_multiple_choice_pick_the_most_likely_value(tmp_path):
+    cities = list(VALUES["city"])
+    cloze = _write(tmp_path / "cloze.jsonl", [
+        {"id": "1", "attribute": "city", "prompt": "Naru lives in", "answer": "oslo", "choices": cities},
+        {"id": "2", "attribute": "city", "prompt": "Kemi lives in", "answer": "lima", "choices": cities}])
+    peaked = [-5.0] * len(cities)
+    peaked[cities.index("oslo")] = -0.1
+    handle = CannedHandle(logprobs={"Naru lives in": peaked, "Kemi lives in": peaked})
+    result = run_benchmark("toy_cloze", {"path": cloze}, handle)
+    assert [p["output"] for p in result.predictions] == ["oslo", "oslo"] and result.metrics["acc"] == 0.5
+
+    mc = _write(tmp_path / "mc.jsonl", [
+        {"id": "1", "attribute": "city", "question": "Where?", "answer_prefix": "Naru lives in",
+         "choices": ["lima", "oslo", "rome", "riga"], "answer": 1},
+        {"id": "2", "attribute": "city", "question": "Where?", "answer_prefix": "Kemi lives in",
+         "choices": ["lima", "oslo", "rome", "riga"], "answer": 3}])
+    handle = CannedHandle(logprobs={"lima": -3.0, "oslo": -1.0, "rome": -2.0, "riga": -4.0})
+    result = run_benchmark("toy_mc", {"path": mc, "prompt_format": "chat"}, handle)
+    assert result.metrics["acc"] == 0.5 and result.settings["chat_wrapped"] is True
+    assert result.predictions[0]["prompt"].endswith("GPT:Naru lives in")  # the teacher's reply up to the value
+
+
+@pytest.mark.parametrize("bad", [{"architecture": "rnn"}, {"hidden_size": 10, "heads": 4},
+                                 {"world": {"n_evaluated": 500}}])
+def test_bad_toy_sections_fail_with_one_line(bad):
+    from src.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.toy"):
+        ModelConfig(name="x", toy={**MICRO, **bad}).validate()
