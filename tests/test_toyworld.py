@@ -192,3 +192,32 @@ def test_bad_toy_sections_fail_with_one_line(bad):
 
     with pytest.raises(ConfigError, match="model.toy"):
         ModelConfig(name="x", toy={**MICRO, **bad}).validate()
+
+
+def _row(model, params, source, tokens, qa, style, cloze=0.95):
+    return {"axes": {"model": model, "data_source": source}, "tokens": {"total": tokens}, "model_parameters": params,
+            "metrics": {"toy_qa/em": qa, "toy_style/style_score": style, "toy_cloze/acc": cloze}}
+
+
+def test_findings_are_computed_from_the_numbers():
+    from src.toyworld.findings import findings, render
+
+    grid = [_row("toy_s", 10, "toy_broad", 0, 0.0, 0.0), _row("toy_s", 10, "toy_local", 0, 0.0, 0.0),
+            _row("toy_s", 10, "toy_broad", 4000, 0.0, 0.9), _row("toy_s", 10, "toy_broad", 36000, 0.02, 1.0),
+            _row("toy_s", 10, "toy_local", 4000, 0.05, 0.8), _row("toy_s", 10, "toy_local", 36000, 0.4, 1.0),
+            _row("toy_l", 99, "toy_broad", 0, 0.0, 0.0), _row("toy_l", 99, "toy_broad", 4000, 0.0, 1.0),
+            _row("toy_l", 99, "toy_broad", 36000, 0.05, 1.0), _row("toy_l", 99, "toy_local", 4000, 0.1, 1.0),
+            _row("toy_l", 99, "toy_local", 36000, 0.7, 1.0)]
+    assert [f.holds for f in findings(grid)] == [True, True, True]
+    assert "0.40" in render(findings(grid)) and "0.70" in render(findings(grid))
+    # the same grid with the sizes' local results swapped: a stronger base no longer goes further
+    swapped = [dict(r, metrics={**r["metrics"], "toy_qa/em": 0.7 if r["metrics"]["toy_qa/em"] == 0.4 else
+                                0.4 if r["metrics"]["toy_qa/em"] == 0.7 else r["metrics"]["toy_qa/em"]}) for r in grid]
+    assert [f.holds for f in findings(swapped)] == [True, True, False]
+    # broad imitation that unlocks the facts breaks the second finding; slow style breaks the first
+    unlocked = [dict(r, metrics={**r["metrics"], "toy_qa/em": 0.6}) if r["axes"]["data_source"] == "toy_broad"
+                and r["tokens"]["total"] else r for r in grid]
+    assert findings(unlocked)[1].holds is False
+    slow = [dict(r, metrics={**r["metrics"], "toy_style/style_score": 0.1}) if r["tokens"]["total"] == 4000 else r
+            for r in grid]
+    assert findings(slow)[0].holds is False and "DOES NOT HOLD" in render(findings(slow))
