@@ -87,10 +87,14 @@ class Tracker:
     def finish(self, summary: dict | None = None, failed: bool = False) -> None:
         if self.run is None:
             return
-        if summary:
-            self.run.summary.update(summary)
-        self.run.finish(exit_code=1 if failed else 0)
-        self.run = None
+        try:
+            if summary:
+                self.run.summary.update(summary)
+            self.run.finish(exit_code=1 if failed else 0)
+        except Exception as err:  # the mirror failing at the end must not fail a finished cell
+            log.warning("W&B finish failed (%s: %s); results.json keeps everything", type(err).__name__, err)
+        finally:
+            self.run = None
 
 
 def _cell(value) -> str | float | int | bool:

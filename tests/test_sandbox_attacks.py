@@ -36,6 +36,9 @@ def attacks(canary: Path, secret: Path, port: int, harness_pid: int) -> dict[str
     """name -> completion of `def add(a, b):`. Each is wrong (returns None or raises) unless its
     attack on the machine or on the checker worked."""
     return {
+        "escaped_daemon_deletes_canary_later": (
+            "    import os, shutil, time\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
+            f"            time.sleep(1.0)\n            shutil.rmtree({str(canary)!r})\n        os._exit(0)\n"),
         "fork_bomb": "    import os\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n",
         "delete_canary": f"    import shutil\n    shutil.rmtree({str(canary)!r})\n",
         "write_into_canary": f"    open({str(canary / 'pwned.txt')!r}, 'w').write('x')\n",
@@ -69,9 +72,6 @@ def attacks(canary: Path, secret: Path, port: int, harness_pid: int) -> dict[str
         "alarm_handler_exits_0": ("    import os, signal, time\n    signal.signal(signal.SIGALRM, lambda *a: os._exit(0))\n"
                                   "    signal.setitimer(signal.ITIMER_REAL, 0.1)\n    time.sleep(1)\n"),
         "ignore_sigterm_and_loop": "    import signal\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    while True:\n        pass\n",
-        "escaped_daemon_deletes_canary_later": (
-            "    import os, shutil, time\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
-            f"            time.sleep(1.0)\n            shutil.rmtree({str(canary)!r})\n        os._exit(0)\n"),
         "segfault": "    import ctypes\n    ctypes.string_at(0)\n",
     }
 
@@ -136,7 +136,7 @@ def test_every_attack_is_contained_and_scored_failed(mode, tmp_path):
     # bounded: the timeouts plus well under a second of overhead per sample
     assert elapsed < len(TIMING_OUT) * TIMEOUT + 0.5 * len(samples)
 
-    time.sleep(1.5)  # the escaped daemon's delayed rmtree would have happened by now
+    time.sleep(max(0.0, start + 1.5 - time.monotonic()))  # the escaped daemon's rmtree (first, 1 s late) is due
     assert snapshot(canary) == before
     assert secret.read_text() == "TOP-SECRET-TOKEN"
     assert not (PROJECT_ROOT / "escaped_by_sandbox.txt").exists()
