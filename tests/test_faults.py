@@ -451,3 +451,71 @@ def test_cell_completes_offline_when_wandb_is_unreachable(tmp_path):
     assert set(results["metrics"]) >= {"nq/em", "humaneval/pass@1"}
     runs = [p.name for p in (cell.work() / "wandb").glob("offline-run-*")]
     assert len(runs) == 1 and runs[0].endswith(results["run_id"])
+
+
+class SwitchableJudge:
+    """An OpenAI-shaped judge on 127.0.0.1 that answers 503 until `up` is set, then '[[A]]'."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.up, self.requests = False, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers["content-length"]))
+                outer.requests += 1
+                body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "[[A]]"}}]}).encode()
+                self.send_response(200 if outer.up else 503)
+                self.send_header("content-length", str(len(body) if outer.up else 0))
+                self.end_headers()
+                if outer.up:
+                    self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.slow
+def test_judge_down_fails_the_cell_cleanly_and_the_rerun_keeps_the_rest(tmp_path, monkeypatch):
+    from src.benchmarks.judge import JudgeUnavailable
+    from src.cells import run_cell, work_dir
+    from src.pipeline import train_and_eval
+    from tests.conftest import compose_config
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    judge = SwitchableJudge()
+    overrides = ["experiment=smoke", "data.amount=0", "tracker.mode=disabled", "force=false",
+                 "benchmark=[nq,judge]", "benchmark.nq.limit=2", "benchmark.judge.limit=2",
+                 "benchmark.judge.max_new_tokens=8", "benchmark.judge.max_retries=0",
+                 f"benchmark.judge.base_url={judge.url}", f"benchmark.judge.cache_dir={tmp_path}/judgments",
+                 f"store_dir={tmp_path}/cells", f"cache_dir={tmp_path}/cache", "output_dir=/tmp/unused"]
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "models").symlink_to(Path(os.path.expanduser(CACHE)) / "models")
+    cfg, raw = run_config(overrides), compose_config(overrides)
+    work, job = work_dir(cfg), tmp_path / "job"
+    try:
+        with pytest.raises(JudgeUnavailable, match=re.escape(f"judge endpoint {judge.url}/chat/completions: HTTP 503")):
+            run_cell(cfg, raw, job, train_and_eval)
+        status = json.loads((job / "status.json").read_text())
+        assert status["state"] == "failed" and status["error"].startswith("JudgeUnavailable: judge endpoint")
+        nq_metrics = (work / "benchmarks" / "nq" / "metrics.json").read_text()  # scored before the judge failed
+        assert not (work / "results.json").exists() and not (work / "benchmarks" / "judge").exists()
+
+        judge.up = True
+        results = run_cell(cfg, raw, job, train_and_eval)
+    finally:
+        judge.close()
+    assert (work / "benchmarks" / "nq" / "metrics.json").read_text() == nq_metrics  # reused, not redone
+    assert results["metrics"]["judge/tie_rate"] == 1.0 and results["benchmarks"]["judge"]["n"] == 2
+    assert json.loads((job / "status.json").read_text())["state"] == "done"
+    assert judge.requests == 1 + 4  # the failed first request, then both orders of both items
