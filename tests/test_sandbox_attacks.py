@@ -23,6 +23,7 @@ from src.benchmarks import execution
 from src.benchmarks.humaneval import score_completions
 
 TIMEOUT = 1.5
+LEFTOVER = "imitation-gap-attack-leftover"
 PROBLEM = {
     "task_id": "Toy/0",
     "prompt": "def add(a, b):\n",
@@ -44,6 +45,10 @@ def attacks(canary: Path, secret: Path, port: int, harness_pid: int) -> dict[str
         "write_into_canary": f"    open({str(canary / 'pwned.txt')!r}, 'w').write('x')\n",
         "write_into_project": f"    open({str(PROJECT_ROOT / 'escaped_by_sandbox.txt')!r}, 'w').write('x')\n",
         "read_secret": f"    raise RuntimeError(open({str(secret)!r}).read())\n",
+        "read_environment": "    import os\n    raise RuntimeError(str(dict(os.environ)))\n",
+        "read_harness_environment": f"    raise RuntimeError(open('/proc/{harness_pid}/environ').read())\n",
+        "write_into_tmp": (f"    import os\n    os.makedirs('/tmp/{LEFTOVER}/deep', exist_ok=True)\n"
+                           f"    open('/dev/shm/{LEFTOVER}', 'w').write('x')\n"),
         "network": f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), 1).sendall(b'hi')\n",
         "infinite_loop": "    while True:\n        pass\n",
         "memory_bomb": "    x = bytearray(8 * 1024 ** 3)\n",
@@ -108,7 +113,8 @@ def _sandbox_uid(proc: str) -> bool:
     return execution.UID_BASE <= uid < execution.UID_BASE + execution.UID_SPAN and "Z" not in fields["State"]
 
 
-def test_every_attack_is_contained_and_scored_failed(mode, tmp_path):
+def test_every_attack_is_contained_and_scored_failed(mode, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "TOP-SECRET-ENV-KEY")  # the harness's environment holds a key
     canary = tmp_path / "canary"
     (canary / "sub").mkdir(parents=True)
     (canary / "a.txt").write_text("keep me")
@@ -132,7 +138,7 @@ def test_every_attack_is_contained_and_scored_failed(mode, tmp_path):
     assert results.pop("none") == "passed"  # the run went on and still scores a correct sample
     assert {name for name, result in results.items() if result == "timed out"} == TIMING_OUT
     assert {result for result in results.values()} == {"failed", "timed out"}
-    assert all("TOP-SECRET" not in r["detail"] for r in rows)
+    assert all("TOP-SECRET" not in r["detail"] for r in rows)  # neither the file nor the environment
     # bounded: the timeouts plus well under a second of overhead per sample
     assert elapsed < len(TIMING_OUT) * TIMEOUT + 0.5 * len(samples)
 
@@ -140,6 +146,7 @@ def test_every_attack_is_contained_and_scored_failed(mode, tmp_path):
     assert snapshot(canary) == before
     assert secret.read_text() == "TOP-SECRET-TOKEN"
     assert not (PROJECT_ROOT / "escaped_by_sandbox.txt").exists()
+    assert not Path("/tmp", LEFTOVER).exists() and not Path("/dev/shm", LEFTOVER).exists()
     with pytest.raises(BlockingIOError):  # nothing connected to the listener
         listener.accept()
     listener.close()

@@ -10,7 +10,8 @@ timeout after which its whole process tree is killed. On top of that, when avail
 - when the harness runs as root: the program runs under a fresh unprivileged uid of its own (a number
   no account uses), so it owns no file on the machine, can signal no other process, its process cap
   counts only its own processes, and every process left with that uid is killed afterwards. Without
-  bubblewrap, root also puts the program in a private network namespace (no network at all). Each is
+  bubblewrap, root also puts the program in a private network namespace (no network at all), and
+  removes what that uid left in /tmp, /var/tmp and /dev/shm (the places any uid may write). Each is
   probed first; where a container forbids one, it is left out (with a warning) and not pretended.
 
 Passing needs a positive proof, not an exit code: the runner reads a random nonce from stdin before
@@ -250,6 +251,8 @@ def _run(files: dict[str, str], timeout_s: float, box: Sandbox | None = None) ->
             _kill_group(proc)  # nothing the program started outlives it
             if uid is not None:
                 _kill_uid(uid)
+                if not box.bwrap:  # (bubblewrap's /tmp is private and gone already)
+                    _remove_leftovers(uid)
         proof.seek(0)
         if proof.read() == nonce.encode():
             return ExecResult("passed")
@@ -274,6 +277,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+
+
+SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")  # where any uid may write, without bubblewrap
+
+
+def _remove_leftovers(uid: int) -> None:
+    """Delete what the program's uid left in the world-writable directories: only it owns those."""
+    for directory in SHARED_WRITABLE:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 def _kill_uid(uid: int) -> None:
