@@ -93,7 +93,7 @@ def test_a_failing_cell_is_reported_while_the_others_finish(cluster, tmp_path):
 
 def test_cancelled_cell_is_the_only_one_run_again(cluster, tmp_path):
     # the second cell trains long enough (one row per step) to be cancelled while it runs
-    overrides = ["data.amount=0,12K", "train.rows_per_step=1", "train.block_length=64"]
+    overrides = ["data.amount=0,12K", "train.rows_per_step=1", "train.block_length=64", "train.checkpoint_every=5"]
     sweep = launch(cluster, tmp_path, "cancel", *overrides, wait=False)
     try:
         job_dir = None
@@ -104,7 +104,11 @@ def test_cancelled_cell_is_the_only_one_run_again(cluster, tmp_path):
                     job_dir = name
             time.sleep(0.5)
         assert job_dir, "the long cell never started"
-        time.sleep(3)  # inside training
+        work = Path(statuses(tmp_path / "cancel")[job_dir]["work_dir"])
+        deadline = time.time() + 300  # cancel once a resumable state exists: the rerun must resume from it
+        while time.time() < deadline and not list((work / "train_state").glob("step-*")):
+            time.sleep(0.5)
+        assert list((work / "train_state").glob("step-*")), "no resumable state was written"
         queue = cluster.run("squeue", "-h", "-o", "%i %j").stdout.split()
         array_ids = [q for q in queue if re.fullmatch(r"\d+_1", q)]
         assert array_ids, queue
@@ -127,3 +131,21 @@ def test_cancelled_cell_is_the_only_one_run_again(cluster, tmp_path):
     after = statuses(tmp_path / "cancel")
     assert after[job_dir]["state"] == "done"
     assert [s["state"] for name, s in after.items() if name != job_dir] == ["skipped"]
+    resumed = json.loads((tmp_path / "cancel" / job_dir / "results.json").read_text())["train"]["resumed_from_step"]
+    assert resumed >= 5 and resumed % 5 == 0  # it went on from its last state, not from step 0
+
+
+def test_two_process_cell_runs_through_the_worker(cluster, tmp_path):
+    """A cell with train.nproc=2: its Slurm job starts the same torchrun worker (gloo on CPU) that
+    multi-GPU cells use, and trains the model one process trains (same global batch)."""
+    two = launch(cluster, tmp_path, "two", "data.amount=1K", "train.nproc=2", "train.rows_per_step=2",
+                 "hydra.launcher.cpus_per_task=2", f"store_dir={tmp_path / 'two_cells'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = launch(cluster, tmp_path, "one", "data.amount=1K", "train.rows_per_step=2", f"store_dir={tmp_path / 'one_cells'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    [two_results] = [json.loads(p.read_text()) for p in (tmp_path / "two").glob("*/results.json")]
+    [one_results] = [json.loads(p.read_text()) for p in (tmp_path / "one").glob("*/results.json")]
+    assert two_results["train"]["world_size"] == 2 and one_results["train"]["world_size"] == 1
+    assert (tmp_path / "two_cells" / two_results["run_id"] / "resolved.yaml").exists()  # the worker's input
+    assert two_results["train"]["final_loss"] == pytest.approx(one_results["train"]["final_loss"], rel=1e-4)
+    assert two_results["tokens"] == one_results["tokens"]
