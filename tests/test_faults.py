@@ -9,8 +9,8 @@
   scored unparsable (judge), or a clean stop that keeps every judgment made so far;
 - W&B unreachable: the run falls back to offline, with a warning, within a bounded time.
 
-The slow test kills a whole `python -m src.main` cell at seeded random moments of prepare and eval and
-checks the rerun's metrics, results and W&B runs against an uninterrupted run.
+The slow tests kill a whole `python -m src.main` cell at seeded random moments of prepare, train and eval and
+check the rerun's metrics, results and W&B runs against an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -427,6 +427,38 @@ def test_cell_killed_in_prepare_and_eval_reruns_to_the_same_results(amount, kill
     runs = sorted(p.name for p in (work / "wandb").glob("offline-run-*"))
     assert len(runs) == len(kills) + 1 and {name.rsplit("-", 1)[1] for name in runs} == {results["run_id"]}
     assert_whole_json_files(tmp_path / "preempted")
+
+
+@pytest.mark.slow
+def test_cell_killed_in_training_resumes_to_the_same_results(tmp_path):
+    """kill -9 once a resumable training state exists (one row a step, a state every 3 steps): the
+    rerun resumes from it and ends with the metrics and loss of an uninterrupted run."""
+    overrides = ("train.checkpoint_every=3", "train.rows_per_step=1", "train.block_length=128")
+    reference = Cell(tmp_path / "reference", "4K", *overrides)
+    reference.run()
+    expected = json.loads((reference.work() / "results.json").read_text())
+
+    cell = Cell(tmp_path / "preempted", "4K", *overrides)
+    proc = subprocess.Popen(cell.args, cwd=PROJECT_ROOT, env=cell.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not list((tmp_path / "preempted" / "cells").glob("*/train_state/step-*")):
+            assert proc.poll() is None, "the cell ended before it wrote a training state"
+            time.sleep(0.2)
+        time.sleep(random.Random(0).uniform(0.0, 1.0))
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert not (cell.work() / "results.json").exists()
+    assert_whole_json_files(tmp_path / "preempted")
+    cell.run()
+
+    results = json.loads((cell.work() / "results.json").read_text())
+    assert results["train"]["resumed_from_step"] >= 3
+    assert results["train"]["final_loss"] == pytest.approx(expected["train"]["final_loss"], rel=1e-5)
+    assert results["metrics"] == expected["metrics"] and results["tokens"] == expected["tokens"]
+    assert not (cell.work() / "train_state").exists()  # spent states are removed when the run completes
 
 
 def assert_whole_json_files(root: Path) -> None:
