@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedModel
 
 from src import PROJECT_ROOT
 from src import checkpoint as ckpt
@@ -131,11 +132,29 @@ def step_batches(rows: list[PackedRow], cfg: TrainConfig, boundaries: Sequence[i
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   position_ids=batch["position_ids"]).logits
-    # logits at position t predict the token at t+1
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
-                           ignore_index=IGNORE, reduction="sum")
+    """Summed cross-entropy over the loss-bearing tokens of a batch.
+
+    A plain HF model gets the vocabulary projection only at positions whose next token carries a label:
+    prompts, pads and system turns are about half of SFT data, and the head plus the loss over a
+    50K-token vocabulary are a large share of a small model's step (the HF Trainer projects every
+    position). Wrapped models (DeepSpeed engines) take the ordinary full forward."""
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    targets = batch["labels"][:, 1:]  # logits at position t predict the token at t+1
+    head = model.get_output_embeddings() if _plain_head(model) else None
+    if head is None:
+        logits = model(**inputs).logits[:, :-1]
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+    hidden = model.base_model(**inputs).last_hidden_state[:, :-1]
+    keep = targets != IGNORE
+    return F.cross_entropy(head(hidden[keep]).float(), targets[keep], reduction="sum")
+
+
+def _plain_head(model) -> bool:
+    """Whether logits are exactly head(last hidden state): no logit scaling or soft-capping."""
+    if not isinstance(model, PreTrainedModel) or model.get_output_embeddings() is None:
+        return False
+    config = model.config
+    return all(getattr(config, key, None) in (None, 1.0) for key in ("final_logit_softcapping", "logit_scale"))
 
 
 def loss_tokens(rows: list[PackedRow]) -> int:

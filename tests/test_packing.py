@@ -1,5 +1,6 @@
 """Packing: attention never crosses examples, so per-example losses are the same packed or alone."""
 
+import pytest
 import torch
 
 from src.data.conversation import Message as M
@@ -58,3 +59,30 @@ def test_packed_loss_equals_unpacked(tokenizer):
     for a, p in zip(alone, packed, strict=True):
         assert abs(a - p) < 1e-3 * max(1.0, abs(a))
     assert abs(leaky_losses[segments == 2].sum().item() - alone[2]) > 1e-3
+
+
+def test_head_on_labelled_positions_only_gives_the_full_loss(tokenizer):
+    """token_loss_sum projects only positions whose next token has a label; the loss and the gradients
+    equal the full forward's (the path a wrapped model takes)."""
+    model = load_model(model_config_by_name("tiny"), tokenizer, CACHE, torch.device("cpu"), seed=1)
+    examples = [Rendered(list(range(5, 25)), [IGNORE] * 12 + list(range(17, 25))),
+                Rendered(list(range(30, 41)), [IGNORE] * 4 + list(range(34, 41)))]
+    batch = collate(pack(examples, 64), tokenizer.pad_token_id)
+
+    class Wrapped(torch.nn.Module):  # not a PreTrainedModel: takes the full-forward path
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kwargs):
+            return self.inner(**kwargs)
+
+    fast = token_loss_sum(model, batch)
+    fast.backward()
+    fast_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    full = token_loss_sum(Wrapped(model), batch)
+    full.backward()
+    assert fast.item() == pytest.approx(full.item(), rel=1e-6)
+    for a, p in zip(fast_grads, model.parameters(), strict=True):
+        assert torch.allclose(a, p.grad, atol=1e-6)

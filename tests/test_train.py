@@ -87,7 +87,10 @@ def test_gradient_accumulation_does_not_change_the_model(tokenizer):
                       torch.device("cpu"))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
         assert stats.steps == 2 and stats.tokens_seen == sum(len(r.input_ids) for r in rows)
-    assert torch.allclose(weights[0], weights[1], atol=1e-6) and torch.allclose(weights[0], weights[2], atol=1e-6)
+    # equal up to float reassociation (the head runs over each micro-batch's labelled positions), which
+    # AdamW's normalisation amplifies on near-zero gradients to a few 1e-6; a wrong objective moves
+    # weights by ~lr = 1e-3
+    assert torch.allclose(weights[0], weights[1], atol=1e-5) and torch.allclose(weights[0], weights[2], atol=1e-5)
     assert not torch.allclose(weights[0], torch.cat([p.flatten() for p in tiny_model(tokenizer).parameters()]))
 
 
