@@ -57,7 +57,7 @@ def test_splits_evaluated_known_to_the_base_but_never_imitated(tmp_path):
     broad_words = {w for c in json.loads((folder / "toy_broad.json").read_text())
                    for w in teacher.words(c["conversations"][1]["value"])}
     assert not broad_words & {v for a in EVALUATED_ATTRIBUTES for v in VALUES[a]}  # broad never says a city or job
-    assert len(local) == 350 * 2 * 2
+    assert len(local) == 350 * 2 * len(teacher.QA_QUESTIONS["city"])
 
 
 def test_teacher_answers_are_right_and_in_style():

@@ -78,8 +78,14 @@ def toy_spec(raw: dict[str, Any]) -> ToySpec:
 
 
 def spec_key(cfg: ModelConfig) -> str:
+    """What determines the weights: the spec, the vocabulary and the corpus's templates (an edited
+    template or a new word is a new model, never a stale cache hit)."""
+    from src.toyworld import corpus
+    from src.toyworld.tokenizer import vocabulary
+
     blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(toy_spec(cfg.toy)),
-                       "context_length": cfg.context_length}, sort_keys=True)
+                       "context_length": cfg.context_length, "vocabulary": vocabulary(),
+                       "corpus": [corpus.TEMPLATES, corpus.PHRASEBOOK, corpus.PHRASEBOOK_SHARE]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
