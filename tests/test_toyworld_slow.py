@@ -10,7 +10,6 @@ import pytest
 from src import PROJECT_ROOT
 from src.toyworld.findings import load, write_findings
 
-
 # Seeds 1 and 2 are known not to show every finding yet (README: the spread over seeds): local
 # imitation teaches the larger base the answer format but not to retrieve the fact. Kept as strict
 # expected failures, so the day they pass is noticed.
