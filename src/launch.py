@@ -15,9 +15,7 @@ folder (src.cells.work_dir), so those cells find their training done and only ev
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import shutil
@@ -34,6 +32,7 @@ from src.cells import finished_training, work_dir, write_training_record
 from src.config import ConfigError, RunConfig
 from src.data.prepare import PreparedData, prepare
 from src.data.template import chat_format
+from src.io import file_lock
 from src.models import load_model, load_tokenizer, pick_device
 from src.train import Dist, SavePoint, TrainStats, train
 
@@ -149,23 +148,12 @@ def train_cell(cfg: RunConfig, device: torch.device, on_step=None, keep_model: b
     return Trained(model if keep_model else None, summary, own.get("train", {}), mode, timings)
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    """One training per run at a time: a second cell of a milestone grid waits, then finds it done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def run_training(cfg: RunConfig, resolved: dict, tokenizer, fmt, device: torch.device, on_step=None) -> Trained:
     """The pipeline's door (one process, Hydra's): train this cell, here or through the worker."""
     run_cfg, _, state_dir = plan(cfg)
     out = Path(cfg.output_dir)
-    with _lock(state_dir.parent / "train.lock"):
+    # one training per run at a time: a second cell of a milestone grid waits, then finds it done
+    with file_lock(state_dir.parent / "train.lock"):
         done = finished_training(out)
         if done is not None:  # a milestone run of this grid trained it while we waited
             return Trained(None, done["data"], done["train"], done.get("mode", "separate_run"))

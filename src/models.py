@@ -3,9 +3,7 @@ tests) and the ModelHandle that benchmarks talk to."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import hashlib
 import importlib.metadata
 import logging
@@ -20,6 +18,7 @@ from omegaconf import OmegaConf
 from src import PROJECT_ROOT
 from src.config import ConfigError, ModelConfig, build_dataclass
 from src.data.template import ChatFormat, bos_prefix, chat_format
+from src.io import file_lock
 from src.progress import progress
 
 log = logging.getLogger(__name__)
@@ -42,17 +41,6 @@ def pick_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _gguf_path(cfg: ModelConfig) -> Path:
@@ -82,7 +70,7 @@ def convert_gguf(cfg: ModelConfig, cache_dir: str) -> Path:
     target = Path(os.path.expanduser(cache_dir)) / "models" / f"{cfg.name}-{key}"
     if (target / "config.json").exists():
         return target
-    with _file_lock(target.with_suffix(".lock")):
+    with file_lock(target.with_suffix(".lock")):
         if (target / "config.json").exists():  # another process converted it meanwhile
             return target
         log.info("converting %s to %s (once)", gguf.name, target)
@@ -156,6 +144,35 @@ def load_checkpoint(path: Path, dtype: str, device: torch.device):
     return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
 
 
+def chat_prompt(fmt: ChatFormat, user_text: str) -> str:
+    """A one-turn chat, rendered up to where the assistant's reply starts."""
+    from src.data.conversation import Message
+
+    return fmt.generation_prompt([Message("user", user_text)])
+
+
+def encode_prompt(tokenizer, fmt: ChatFormat, text: str, chat: bool) -> list[int]:
+    """Token ids as the model sees a prompt: chat prompts are already rendered (BOS only where the
+    format wants one); plain prompts get the tokenizer's own special tokens."""
+    prefix = bos_prefix(tokenizer, fmt) if chat else []
+    return prefix + tokenizer(text, add_special_tokens=not chat)["input_ids"]
+
+
+def split_requests(encode, requests: Sequence[tuple[str, str]], chat: bool) -> tuple[list[list[int]], list[int]]:
+    """(token ids of context + continuation, where the continuation starts) per request. As in
+    lm-evaluation-harness, both are tokenized together and the context's own tokens mark the split, so
+    " A" after "Answer:" is the token the model would really see."""
+    sequences, starts = [], []
+    for context, continuation in requests:
+        whole = encode(context + continuation, chat)
+        n_context = len(encode(context, chat))
+        if n_context == 0 or n_context >= len(whole):
+            raise ValueError(f"loglikelihood needs a non-empty context and continuation: {context[-40:]!r}")
+        sequences.append(whole)
+        starts.append(n_context)
+    return sequences, starts
+
+
 class ModelHandle:
     """What a benchmark sees of a model: batched generation and batched log-likelihoods."""
 
@@ -167,9 +184,7 @@ class ModelHandle:
         self.trained = trained  # imitation-trained (True) or the base model (False)
 
     def chat_prompt(self, user_text: str) -> str:
-        from src.data.conversation import Message
-
-        return self.format.generation_prompt([Message("user", user_text)])
+        return chat_prompt(self.format, user_text)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
@@ -219,28 +234,16 @@ class ModelHandle:
 
 
     def encode(self, text: str, chat: bool = False) -> list[int]:
-        """Token ids as the model sees a prompt: chat prompts are already rendered (BOS only where the
-        format wants one); plain prompts get the tokenizer's own special tokens."""
-        prefix = bos_prefix(self.tokenizer, self.format) if chat else []
-        return prefix + self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
+        return encode_prompt(self.tokenizer, self.format, text, chat)
 
     @torch.no_grad()
     def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_size: int = 16, chat: bool = False,
                       shared_prefix: bool = True, desc: str = "loglikelihood") -> list[tuple[float, bool]]:
         """(sum of log p(continuation | context), whether greedy decoding would produce it) per request.
 
-        The split follows lm-evaluation-harness: context + continuation are tokenized together and
-        the context's own tokens mark where the continuation starts (so " A" after "Answer:" is the
-        token the model would really see). With `shared_prefix`, the longest common token prefix of all
+        The split is split_requests' (lm-evaluation-harness's). With `shared_prefix`, the longest common token prefix of all
         requests is run once and its KV cache reused for every batch (the k-shot block in MMLU)."""
-        sequences, starts = [], []
-        for context, continuation in requests:
-            whole = self.encode(context + continuation, chat)
-            n_context = len(self.encode(context, chat))
-            if n_context == 0 or n_context >= len(whole):
-                raise ValueError(f"loglikelihood needs a non-empty context and continuation: {context[-40:]!r}")
-            sequences.append(whole)
-            starts.append(n_context)
+        sequences, starts = split_requests(self.encode, requests, chat)
         positions = [list(range(start - 1, len(seq) - 1)) for seq, start in zip(sequences, starts, strict=True)]
         rows = self._logprobs_at(sequences, positions, batch_size, shared_prefix, desc)
         results = []

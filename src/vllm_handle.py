@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from src.data.template import ChatFormat
-from src.models import cut_at_stop
+from src.models import chat_prompt, cut_at_stop, encode_prompt, split_requests
 
 
 class VLLMMissing(RuntimeError):
@@ -39,15 +39,10 @@ class VLLMHandle:
 
     # the same prompt rendering and encoding as ModelHandle
     def chat_prompt(self, user_text: str) -> str:
-        from src.data.conversation import Message
-
-        return self.format.generation_prompt([Message("user", user_text)])
+        return chat_prompt(self.format, user_text)
 
     def encode(self, text: str, chat: bool = False) -> list[int]:
-        from src.data.template import bos_prefix
-
-        prefix = bos_prefix(self.tokenizer, self.format) if chat else []
-        return prefix + self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
+        return encode_prompt(self.tokenizer, self.format, text, chat)
 
     def _sampling(self, **kwargs):
         from vllm import SamplingParams
@@ -77,14 +72,7 @@ class VLLMHandle:
     def loglikelihood(self, requests: Sequence[tuple[str, str]], batch_size: int = 16, chat: bool = False,
                       shared_prefix: bool = True, desc: str = "loglikelihood") -> list[tuple[float, bool]]:
         """As ModelHandle.loglikelihood: the same context/continuation token split."""
-        sequences, starts = [], []
-        for context, continuation in requests:
-            whole = self.encode(context + continuation, chat)
-            n_context = len(self.encode(context, chat))
-            if n_context == 0 or n_context >= len(whole):
-                raise ValueError(f"loglikelihood needs a non-empty context and continuation: {context[-40:]!r}")
-            sequences.append(whole)
-            starts.append(n_context)
+        sequences, starts = split_requests(self.encode, requests, chat)
         results = []
         for seq, start, logprobs in zip(sequences, starts, self._prompt_logprobs(sequences), strict=True):
             chosen = [logprobs[i][seq[i]] for i in range(start, len(seq))]  # position i: log p(seq[i] | seq[:i])
