@@ -22,7 +22,7 @@ from pathlib import Path
 from src import resolve_path
 from src.benchmarks import benchmark_settings
 from src.config import RunConfig
-from src.io import atomic_dir, copy_file_atomic, write_json_atomic
+from src.io import copy_file_atomic, write_json_atomic
 
 STATUS = "status.json"
 
@@ -54,13 +54,6 @@ def finished_training(work: Path) -> dict | None:
     if not record.exists() or not (work / "checkpoint" / "config.json").exists():
         return None
     return json.loads(record.read_text(encoding="utf-8"))
-
-
-def save_training(work: Path, model, tokenizer, data_summary: dict, train_summary: dict) -> None:
-    with atomic_dir(work / "checkpoint") as folder:  # a kill mid-save never leaves a torn checkpoint in place
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-    write_training_record(work, data_summary, train_summary)
 
 
 def write_training_record(work: Path, data_summary: dict, train_summary: dict, **extra) -> None:
