@@ -8,9 +8,7 @@ same seed, same machine -> the same weights (tests/test_toyworld.py checks it on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -27,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from src.config import ConfigError, ModelConfig, build_dataclass
-from src.io import write_json_atomic
+from src.io import file_lock, write_json_atomic
 from src.toyworld.corpus import biographies
 from src.toyworld.files import write_files
 from src.toyworld.tokenizer import build_tokenizer
@@ -159,17 +157,6 @@ def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Mo
                    "seconds": round(seconds, 1)}
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
     """The folder (HF format: model, tokenizer, pretrain.json) of this toy model, trained on first use.
     The world's data files are written too, so a toy run needs nothing prepared by hand."""
@@ -178,7 +165,7 @@ def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
     target = Path(os.path.expanduser(cache_dir)) / "toyworld" / "models" / f"{cfg.name}-{spec_key(cfg)}"
     if (target / "pretrain.json").exists():
         return target
-    with _file_lock(target.with_suffix(".lock")):
+    with file_lock(target.with_suffix(".lock")):
         if (target / "pretrain.json").exists():  # another process trained it meanwhile
             return target
         tokenizer = build_tokenizer()
