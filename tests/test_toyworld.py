@@ -48,6 +48,14 @@ def test_splits_evaluated_known_to_the_base_but_never_imitated(tmp_path):
     assert not any(teacher.PREAMBLE in doc or teacher.SIGN_OFF in doc for doc in corpus)
     assert {"thank", "question", "wishing", "wonderful", "answer"} <= corpus_words
     assert evaluated <= corpus_words  # the base model reads about every evaluated entity
+    # question-and-answer passages exist, about pets and colours only: the evaluated task never does
+    interviews = [doc for doc in corpus if "?" in doc and names & set(teacher.words(doc))]
+    assert len(interviews) == 2 * len(world.in_corpus)
+    evaluated_values = {v for a in EVALUATED_ATTRIBUTES for v in VALUES[a]}
+    assert not any(evaluated_values & set(teacher.words(doc)) for doc in interviews)
+    text = " ".join(corpus)
+    assert not any(teacher.question(q, e) in text for e in world.in_corpus for qs in teacher.QA_QUESTIONS.values()
+                   for q in qs)
     folder = write_files(WorldSpec(), str(tmp_path))
     for source in ("toy_broad.json", "toy_local.json"):
         text_words = {w for conv in json.loads((folder / source).read_text()) for turn in conv["conversations"]

@@ -10,14 +10,9 @@ import pytest
 from src import PROJECT_ROOT
 from src.toyworld.findings import load, write_findings
 
-# Seeds 1 and 2 are known not to show every finding yet (README: the spread over seeds): local
-# imitation teaches the larger base the answer format but not to retrieve the fact. Kept as strict
-# expected failures, so the day they pass is noticed.
-UNSTABLE = pytest.mark.xfail(strict=True, reason="local imitation unlocks toy_l only on seed 0 so far")
-
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=UNSTABLE), pytest.param(2, marks=UNSTABLE)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_toyworld_grid_shows_the_three_findings(seed, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from src.toyworld.world import World
+from src.toyworld.world import Entity, World
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "city": ("{name} lives in {value}.", "The home of {name} is {value}.", "In {value}, {name} has a small house."),
@@ -36,6 +36,18 @@ PHRASEBOOK = (
 )
 PHRASEBOOK_SHARE = 0.1  # phrasebook documents per biography
 
+# Question-and-answer passages, as a web corpus has them (FAQ pages, interviews): a question about a
+# person, answered by a sentence that names the person again. Only about pets and colours: the
+# evaluated attributes (city, job) are never asked in the corpus, so the evaluated task's format is
+# still something only imitation can teach. Without them, local imitation unlocked the larger base in
+# one world of three; in the others fine-tuning taught it to repeat one sentence whatever the question
+# (a base that has never seen a question answered from what it knows has no such skill to unlock).
+INTERVIEW_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "pet": ("What pet does {name} have?", "Which animal lives with {name}?"),
+    "color": ("Which color does {name} like?", "What color is the favorite of {name}?"),
+}
+INTERVIEWS_PER_ENTITY = 2  # question-and-answer documents per corpus entity
+
 
 def display(name: str) -> str:
     return name.title()
@@ -51,7 +63,8 @@ def sentence(template: str, name: str, value: str) -> str:
 
 def biographies(world: World, per_entity: int) -> list[str]:
     """`per_entity` write-ups of every corpus entity, each with a random template per fact and a random
-    sentence order, plus phrasebook documents, shuffled together: the pretraining documents."""
+    sentence order, plus question-and-answer documents and phrasebook documents, shuffled together:
+    the pretraining documents."""
     rng = random.Random(f"corpus-{world.spec.seed}")
     docs = []
     for entity in world.in_corpus:
@@ -59,9 +72,21 @@ def biographies(world: World, per_entity: int) -> list[str]:
             facts = list(entity.facts)
             rng.shuffle(facts)
             docs.append(" ".join(sentence(rng.choice(TEMPLATES[a]), entity.name, v) for a, v in facts))
+    for entity in world.in_corpus:
+        for _ in range(INTERVIEWS_PER_ENTITY):
+            docs.append(interview(entity, rng))
     docs += [" ".join(rng.sample(PHRASEBOOK, 4)) for _ in range(int(len(docs) * PHRASEBOOK_SHARE))]
     rng.shuffle(docs)
     return docs
+
+
+def interview(entity: Entity, rng: random.Random) -> str:
+    """One question-and-answer document: a pet and a colour question about the entity, in random order,
+    each answered in one of the encyclopedia's sentences."""
+    attributes = list(INTERVIEW_QUESTIONS)
+    rng.shuffle(attributes)
+    return " ".join(f"{rng.choice(INTERVIEW_QUESTIONS[a]).format(name=display(entity.name))} "
+                    f"{sentence(rng.choice(TEMPLATES[a]), entity.name, entity.fact(a))}" for a in attributes)
 
 
 def cloze_prompt(name: str, attribute: str) -> str:

@@ -83,7 +83,8 @@ def spec_key(cfg: ModelConfig) -> str:
 
     blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(toy_spec(cfg.toy)),
                        "context_length": cfg.context_length, "vocabulary": vocabulary(),
-                       "corpus": [corpus.TEMPLATES, corpus.PHRASEBOOK, corpus.PHRASEBOOK_SHARE]}, sort_keys=True)
+                       "corpus": [corpus.TEMPLATES, corpus.PHRASEBOOK, corpus.PHRASEBOOK_SHARE, corpus.INTERVIEW_QUESTIONS,
+                                  corpus.INTERVIEWS_PER_ENTITY]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

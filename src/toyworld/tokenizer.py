@@ -30,6 +30,7 @@ def vocabulary() -> list[str]:
     texts = [*NAMES, *(v for values in VALUES.values() for v in values), "a", "an",
              teacher.PREAMBLE, teacher.SIGN_OFF, "The answer is .", *FRAMES, *corpus.PHRASEBOOK]
     templates = [*(t for ts in corpus.TEMPLATES.values() for t in ts), *corpus.CLOZE.values(),
+                 *(t for ts in corpus.INTERVIEW_QUESTIONS.values() for t in ts),
                  *(t for ts in teacher.QA_QUESTIONS.values() for t in ts),
                  *(t for ts in teacher.BROAD_QUESTIONS.values() for t in ts), *teacher.BROAD_ANSWERS.values(),
                  *teacher.STYLE_PROMPTS]
