@@ -10,9 +10,14 @@ import pytest
 from src import PROJECT_ROOT
 from src.toyworld.findings import load, write_findings
 
+# Seed 4 is known not to show every finding (README: the spread over seeds): local imitation never
+# teaches its larger base to answer (0.02 at best; replies repeat one sentence whatever the question).
+# Kept as a strict expected failure, so the day it passes is noticed.
+UNSTABLE = pytest.mark.xfail(strict=True, reason="seed 4: local imitation does not unlock toy_l")
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, pytest.param(4, marks=UNSTABLE)])
 def test_toyworld_grid_shows_the_three_findings(seed, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
