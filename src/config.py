@@ -95,6 +95,17 @@ class ModelConfig:
         if self.context_length <= 0:
             raise ConfigError(f"model.context_length: {self.context_length} must be > 0")
 
+    def identity(self) -> dict[str, Any]:
+        """What determines the base weights: the config, and for a toy model the hash of its pretraining
+        (which also covers the corpus's templates: code, not config), so an edited corpus is never a
+        stale hit in the cell store or the base-score cache."""
+        out = dataclasses.asdict(self)
+        if self.toy is not None:
+            from src.toyworld.pretrain import spec_key  # late import: it imports this module
+
+            out["toy_weights"] = spec_key(self)
+        return out
+
 
 @dataclass
 class CleanConfig:
@@ -283,7 +294,7 @@ class RunConfig:
         Benchmarks, tracker and paths are excluded, so re-evaluating a cell keeps its identity.
         """
         semantic = {
-            "model": dataclasses.asdict(self.model),
+            "model": self.model.identity(),
             "data": dataclasses.asdict(self.data),
             "train": dataclasses.asdict(self.train),
             "seed": self.seed,

@@ -7,7 +7,6 @@ results.json is the source of truth for the cell; W&B mirrors it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import platform
 import time
@@ -94,7 +93,7 @@ def train_and_eval(cfg: RunConfig, resolved: dict | None = None) -> dict:
         benchmarks: dict[str, dict] = {}
         # the base model's scores are shared by every amount-0 cell of a grid (and across grids)
         base_cache = None if cfg.force else Path(cfg.cache_dir).expanduser() / "benchmarks"
-        identity = {**dataclasses.asdict(cfg.model), "seed": cfg.seed if cfg.model.init else None,
+        identity = {**cfg.model.identity(), "seed": cfg.seed if cfg.model.init else None,
                     "device_type": device.type, "backend": cfg.eval_backend}
         for name, raw in cfg.benchmark.items():
             clock = time.perf_counter()

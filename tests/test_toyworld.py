@@ -229,3 +229,18 @@ def test_findings_are_computed_from_the_numbers():
     slow = [dict(r, metrics={**r["metrics"], "toy_style/style_score": 0.1}) if r["tokens"]["total"] == 4000 else r
             for r in grid]
     assert findings(slow)[0].holds is False and "DOES NOT HOLD" in render(findings(slow))
+
+
+def test_an_edited_corpus_is_a_new_cell_and_a_new_base_score_key(monkeypatch):
+    """The corpus's templates are code, not config: editing one must not reuse cells or base scores
+    computed on the old base (the cell store and the base-score cache key on ModelConfig.identity)."""
+    from src.toyworld import corpus
+    from tests.conftest import run_config
+
+    cfg = run_config(["experiment=toyworld", "model=toy_s", "data.amount=4K", "output_dir=/tmp/unused"])
+    before, identity = cfg.run_id(), cfg.model.identity()
+    assert identity["toy_weights"]  # a toy model's identity carries its pretraining hash
+    monkeypatch.setattr(corpus, "PHRASEBOOK", (*corpus.PHRASEBOOK, "A new sentence."))
+    assert cfg.run_id() != before and cfg.model.identity() != identity
+    monkeypatch.undo()
+    assert cfg.run_id() == before
