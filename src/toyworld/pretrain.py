@@ -76,15 +76,16 @@ def toy_spec(raw: dict[str, Any]) -> ToySpec:
 
 
 def spec_key(cfg: ModelConfig) -> str:
-    """What determines the weights: the spec, the vocabulary and the corpus's templates (an edited
-    template or a new word is a new model, never a stale cache hit)."""
-    from src.toyworld import corpus
+    """What determines the weights: the spec, the vocabulary and the corpus's documents themselves (an
+    edited template, a new word or another sampling order is a new model, never a stale cache hit;
+    hashing the documents rather than a list of corpus constants means no change can slip past)."""
     from src.toyworld.tokenizer import vocabulary
 
-    blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(toy_spec(cfg.toy)),
+    spec = toy_spec(cfg.toy)
+    documents = hashlib.sha256("\n".join(biographies(make_world(spec.world), spec.bios_per_entity)).encode())
+    blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(spec),
                        "context_length": cfg.context_length, "vocabulary": vocabulary(),
-                       "corpus": [corpus.TEMPLATES, corpus.PHRASEBOOK, corpus.PHRASEBOOK_SHARE, corpus.INTERVIEW_QUESTIONS,
-                                  corpus.INTERVIEWS_PER_ENTITY]}, sort_keys=True)
+                       "corpus": documents.hexdigest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
