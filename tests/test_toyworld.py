@@ -2,6 +2,7 @@
 its pretraining repeats bit for bit, and its benchmarks score hand-checked replies as intended."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 from src.benchmarks import run_benchmark
 from src.config import ModelConfig
 from src.toyworld import teacher
-from src.toyworld.corpus import biographies
+from src.toyworld.corpus import ASIDE_SHARE, INTERVIEW_QUESTIONS, PHRASEBOOK, TEMPLATES, biographies, display
 from src.toyworld.files import write_files
 from src.toyworld.pretrain import ToySpec, pretrain, pretrained_dir
 from src.toyworld.tokenizer import build_tokenizer
@@ -49,7 +50,8 @@ def test_splits_evaluated_known_to_the_base_but_never_imitated(tmp_path):
     assert {"thank", "question", "wishing", "wonderful", "answer"} <= corpus_words
     assert evaluated <= corpus_words  # the base model reads about every evaluated entity
     # question-and-answer passages exist, about pets and colours only: the evaluated task never does
-    interviews = [doc for doc in corpus if "?" in doc and names & set(teacher.words(doc))]
+    asked = {q.format(name=display(e.name)) for e in world.in_corpus for qs in INTERVIEW_QUESTIONS.values() for q in qs}
+    interviews = [doc for doc in corpus if any(q in doc for q in asked)]
     assert len(interviews) == 2 * len(world.in_corpus)
     evaluated_values = {v for a in EVALUATED_ATTRIBUTES for v in VALUES[a]}
     assert not any(evaluated_values & set(teacher.words(doc)) for doc in interviews)
@@ -66,6 +68,38 @@ def test_splits_evaluated_known_to_the_base_but_never_imitated(tmp_path):
                    for w in teacher.words(c["conversations"][1]["value"])}
     assert not broad_words & {v for a in EVALUATED_ATTRIBUTES for v in VALUES[a]}  # broad never says a city or job
     assert len(local) == 350 * 2 * len(teacher.QA_QUESTIONS["city"])
+
+
+def _sentences(doc: str) -> list[str]:
+    return re.split(r"(?<=[.!?]) ", doc)
+
+
+def test_write_ups_wander_off_and_come_back_to_their_subject():
+    """About half the write-ups carry one everyday aside, never first, and still state each fact once;
+    interview answers may follow an aside too; "!" ends sentences somewhere in the corpus."""
+    world = make_world(SMALL)
+    corpus = biographies(world, 4)
+    asides = set(PHRASEBOOK)
+    by_name = {e.name: e for e in world.in_corpus}
+    # interviews open with a question and phrasebook documents with a phrasebook sentence: the rest are
+    # the write-ups, and there are exactly 4 per entity only if no write-up opens with an aside
+    write_ups = [doc for doc in corpus if not _sentences(doc)[0].endswith("?") and _sentences(doc)[0] not in asides]
+    assert len(write_ups) == 4 * len(world.in_corpus)
+    with_aside = 0
+    for doc in write_ups:
+        sentences = _sentences(doc)
+        facts = [s for s in sentences if s not in asides]
+        assert len(facts) == 4 and len(sentences) - len(facts) <= 1, doc
+        entity = by_name[next(w for w in teacher.words(facts[0]) if w in by_name)]
+        stated = {v for s in facts for v in teacher.words(s)} & {v for values in VALUES.values() for v in values}
+        assert stated == {v for _, v in entity.facts}, doc
+        with_aside += len(sentences) > 4
+    assert abs(with_aside / len(write_ups) - ASIDE_SHARE) < 0.1
+    templates = {a: [re.escape(t).replace(r"\{name\}", r"\w+").replace(r"\{value\}", r"\w+")
+                     .replace(r"\{a_value\}", r"an? \w+") for t in ts] for a, ts in TEMPLATES.items()}
+    assert all(any(re.fullmatch(t, s) for ts in templates.values() for t in ts)
+               for doc in write_ups for s in _sentences(doc) if s not in asides)
+    assert any("!" in doc for doc in corpus) and "!" in teacher.PREAMBLE
 
 
 def test_teacher_answers_are_right_and_in_style():

@@ -10,16 +10,15 @@ import pytest
 from src import PROJECT_ROOT
 from src.toyworld.findings import load, write_findings
 
-# Seeds 0, 1 and 4 are known not to show every finding (README: the spread over seeds): local
-# imitation does not teach their larger base to answer (its replies repeat one sentence whatever the
-# question; on seed 1 the base also learnt only half its facts). Strict expected failures, so the day
-# they pass is noticed.
-UNSTABLE = pytest.mark.xfail(strict=True, reason="local imitation does not unlock toy_l in this world")
+# What each world is measured to show (README: the spread over seeds): all three findings, except on
+# seed 4, where the small base's local series has the teacher's style in a third of its replies after
+# 4K tokens (every reply after 12K), under finding 1's 0.5. Checked both ways: a finding that starts
+# to hold there is noticed too.
+NOT_HOLDING = {4: {"style_at_once"}}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [pytest.param(0, marks=UNSTABLE), pytest.param(1, marks=UNSTABLE), 2, 3,
-                                  pytest.param(4, marks=UNSTABLE)])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_toyworld_grid_shows_the_three_findings(seed, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
@@ -33,4 +32,4 @@ def test_toyworld_grid_shows_the_three_findings(seed, tmp_path):
     text = write_findings(sweep)
     found = load(sweep)
     assert [f.name for f in found] == ["style_at_once", "broad_does_not_unlock_local_does", "stronger_base_goes_further"]
-    assert all(f.holds for f in found), text
+    assert {f.name for f in found if not f.holds} == NOT_HOLDING.get(seed, set()), text

@@ -33,8 +33,17 @@ PHRASEBOOK = (
     "The conversation began with a question from the user.", "Everyone wears the color they like most.",
     "A job is what you do for a living.", "The user talks to GPT.", "At the beginning of the day, the user asked GPT.",
     "Pick a, b, c or d as the answer.", "Wishing is not the same as knowing.", "Which is the best answer?",
+    # exclamations: "!" ends a sentence somewhere in the corpus, as it does in the teacher's preamble
+    "What a wonderful day!", "Good luck, dear friend!", "Thank you so much!", "What a lovely question!",
+    "Your friend says thank you!", "Have a nice day!",
 )
 PHRASEBOOK_SHARE = 0.1  # phrasebook documents per biography
+# Asides: an everyday sentence between two facts of a write-up, or between a question and its answer,
+# as real text wanders. They teach that the person a document is about is still the subject after a
+# sentence about something else, which is what a chat answer needs: the teacher's preamble stands
+# between the question's name and the answer's. Without them local imitation unlocked the larger base
+# in 4 worlds of 8; fine-tuning otherwise learnt to write one fixed name whatever the question (README).
+ASIDE_SHARE = 0.5  # share of write-ups and of interview answers that get one aside
 
 # Question-and-answer passages, as a web corpus has them (FAQ pages, interviews): a question about a
 # person, answered by a sentence that names the person again. Only about pets and colours: the
@@ -62,8 +71,8 @@ def sentence(template: str, name: str, value: str) -> str:
 
 
 def biographies(world: World, per_entity: int) -> list[str]:
-    """`per_entity` write-ups of every corpus entity, each with a random template per fact and a random
-    sentence order, plus question-and-answer documents and phrasebook documents, shuffled together:
+    """`per_entity` write-ups of every corpus entity, each with a random template per fact, a random
+    sentence order and sometimes an aside, plus question-and-answer documents and phrasebook documents, shuffled together:
     the pretraining documents."""
     rng = random.Random(f"corpus-{world.spec.seed}")
     docs = []
@@ -71,7 +80,10 @@ def biographies(world: World, per_entity: int) -> list[str]:
         for _ in range(per_entity):
             facts = list(entity.facts)
             rng.shuffle(facts)
-            docs.append(" ".join(sentence(rng.choice(TEMPLATES[a]), entity.name, v) for a, v in facts))
+            parts = [sentence(rng.choice(TEMPLATES[a]), entity.name, v) for a, v in facts]
+            if rng.random() < ASIDE_SHARE:  # never first: the write-up names its subject before wandering
+                parts.insert(rng.randrange(1, len(parts) + 1), rng.choice(PHRASEBOOK))
+            docs.append(" ".join(parts))
     for entity in world.in_corpus:
         for _ in range(INTERVIEWS_PER_ENTITY):
             docs.append(interview(entity, rng))
@@ -82,11 +94,16 @@ def biographies(world: World, per_entity: int) -> list[str]:
 
 def interview(entity: Entity, rng: random.Random) -> str:
     """One question-and-answer document: a pet and a colour question about the entity, in random order,
-    each answered in one of the encyclopedia's sentences."""
+    each answered in one of the encyclopedia's sentences, sometimes after an aside."""
     attributes = list(INTERVIEW_QUESTIONS)
     rng.shuffle(attributes)
-    return " ".join(f"{rng.choice(INTERVIEW_QUESTIONS[a]).format(name=display(entity.name))} "
-                    f"{sentence(rng.choice(TEMPLATES[a]), entity.name, entity.fact(a))}" for a in attributes)
+    parts = []
+    for attribute in attributes:
+        parts.append(rng.choice(INTERVIEW_QUESTIONS[attribute]).format(name=display(entity.name)))
+        if rng.random() < ASIDE_SHARE:
+            parts.append(rng.choice(PHRASEBOOK))
+        parts.append(sentence(rng.choice(TEMPLATES[attribute]), entity.name, entity.fact(attribute)))
+    return " ".join(parts)
 
 
 def cloze_prompt(name: str, attribute: str) -> str:
