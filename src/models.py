@@ -124,7 +124,13 @@ def load_model(cfg: ModelConfig, tokenizer, cache_dir: str, device: torch.device
     dtype = DTYPES[cfg.dtype]
     if cfg.init is not None:
         torch.manual_seed(seed)
-        config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        # No pad id in the config: it would become the embedding's padding_idx, a row zeroed at init and
+        # never trained. The pad here is a real token (SmolLM2's is <|im_end|>, every turn's end), so each
+        # turn's end would enter the model as a zero vector; at the start of a packed row, where it attends
+        # only to itself, that vector stays near zero through the layers and RMSNorm's backward amplifies
+        # its gradient at every layer: 24+ layers of SmolLM2's width overflow to NaN (tests/test_train.py).
+        # Generation passes the pad id explicitly.
+        config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=None,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                              attention_dropout=dropout, **cfg.init)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import resource
 import shutil
@@ -49,6 +50,19 @@ log = logging.getLogger(__name__)
 
 # bf16 dense peak FLOP/s per device, by a substring of torch.cuda.get_device_name()
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: stopped before the optimizer writes it into the weights (the last
+    saved state, if any, is intact and a rerun resumes from it)."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float, cfg: TrainConfig):
+        super().__init__(
+            f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm} (train.precision="
+            f"{cfg.precision}, train.lr={cfg.lr}); the weights were not updated with it. Try a lower train.lr, "
+            "train.precision=fp32, or look at that step's rows (a huge gradient from one position is a model "
+            "or data problem, not noise)")
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
 @dataclass
@@ -313,11 +327,15 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
             if dist.world > 1:
                 _all_reduce_grads(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            if not math.isfinite(grad_norm):  # every process holds the same reduced gradients: all stop here
+                raise TrainingDiverged(step + 1, dist.sum(loss_sum), grad_norm, cfg)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         loss_sum = dist.sum(loss_sum)
+        if not math.isfinite(loss_sum):  # the DeepSpeed path's check (its step is already taken)
+            raise TrainingDiverged(step + 1, loss_sum, grad_norm, cfg)
 
         step_tokens = sum(len(r.input_ids) for r in step_rows)
         stats.steps = step + 1

@@ -5,11 +5,12 @@ import dataclasses
 import pytest
 import torch
 
+from src import train as train_module
 from src.config import ConfigError, TrainConfig
-from src.data.packing import PackedRow, pack
+from src.data.packing import PackedRow, collate, pack
 from src.data.template import Rendered
 from src.models import load_model, model_config_by_name
-from src.train import Dist, check_inputs, flops_per_token, step_batches, train
+from src.train import Dist, TrainingDiverged, check_inputs, flops_per_token, step_batches, train
 from tests.conftest import CACHE, run_config
 
 TINY = ["model=tiny", "output_dir=/tmp/x"]
@@ -147,3 +148,38 @@ def test_an_interrupted_run_resumes_from_its_last_state(tokenizer, tmp_path):
     assert torch.equal(torch.cat([p.flatten() for p in resumed_model.parameters()]),
                        torch.cat([p.flatten() for p in whole_model.parameters()]))
     assert not (tmp_path / "state").exists()  # a finished run removes its resumable states
+
+
+def test_random_init_models_keep_the_end_of_turn_token_trainable(tokenizer):
+    """The pad is SmolLM2's <|im_end|>, a token of every turn: as a padding_idx its embedding would be zero
+    and frozen, and a 24-layer model of SmolLM2's width overflowed to NaN gradients on a packed row that
+    starts with it (the row attends only to itself there). Found on a GPU run of that shape."""
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    shape = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3}
+    cfg = model_config_by_name("tiny")
+    deep = dataclasses.replace(cfg, init={**cfg.init, **shape, "num_hidden_layers": 24})
+    model = load_model(deep, tokenizer, CACHE, torch.device("cpu"))
+    embeddings = model.get_input_embeddings()
+    assert embeddings.padding_idx is None and embeddings.weight[tokenizer.eos_token_id].abs().sum() > 0
+    ids = [tokenizer.eos_token_id] + tokenizer("The quick brown fox jumps over the lazy dog.")["input_ids"] * 3
+    row = PackedRow(ids, ids, list(range(len(ids))), [0] * len(ids))
+    train_module.token_loss_sum(model, collate([row], tokenizer.pad_token_id)).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert embeddings.weight.grad[tokenizer.eos_token_id].abs().sum() > 0  # it learns like any token
+
+
+def test_a_diverging_step_stops_before_it_reaches_the_weights(tokenizer, monkeypatch):
+    rows = tiny_rows(tokenizer)
+    real, calls = train_module.token_loss_sum, []
+
+    def nan_on_second_step(model, batch):
+        calls.append(1)
+        loss = real(model, batch)
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    monkeypatch.setattr(train_module, "token_loss_sum", nan_on_second_step)
+    model = tiny_model(tokenizer)
+    with pytest.raises(TrainingDiverged, match=r"step 2: loss nan, gradient norm nan .*train.lr=0.001") as err:
+        train(model, rows, TrainConfig(lr=1e-3, rows_per_step=2, warmup_steps=0), 0, torch.device("cpu"))
+    assert err.value.step == 2 and len(calls) == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # step 1's update only
