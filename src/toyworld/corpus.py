@@ -72,8 +72,8 @@ def sentence(template: str, name: str, value: str) -> str:
 
 def biographies(world: World, per_entity: int) -> list[str]:
     """`per_entity` write-ups of every corpus entity, each with a random template per fact, a random
-    sentence order and sometimes an aside, plus question-and-answer documents and phrasebook documents, shuffled together:
-    the pretraining documents."""
+    sentence order and sometimes an aside, plus question-and-answer documents and phrasebook documents,
+    shuffled together: the pretraining documents."""
     rng = random.Random(f"corpus-{world.spec.seed}")
     docs = []
     for entity in world.in_corpus:

@@ -164,7 +164,8 @@ def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
     The world's data files are written too, so a toy run needs nothing prepared by hand."""
     spec = toy_spec(cfg.toy)
     write_files(spec.world, cache_dir)
-    target = Path(os.path.expanduser(cache_dir)) / "toyworld" / "models" / f"{cfg.name}-{spec_key(cfg)}"
+    key = spec_key(cfg)  # generates and hashes the whole corpus: once per call
+    target = Path(os.path.expanduser(cache_dir)) / "toyworld" / "models" / f"{cfg.name}-{key}"
     if (target / "pretrain.json").exists():
         return target
     with file_lock(target.with_suffix(".lock")):
@@ -176,6 +177,6 @@ def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "pretrain.json", {"spec": dataclasses.asdict(spec), "key": spec_key(cfg), **record})
+        write_json_atomic(tmp / "pretrain.json", {"spec": dataclasses.asdict(spec), "key": key, **record})
         tmp.rename(target)  # atomic: a half-written model is never mistaken for a finished one
     return target
