@@ -54,7 +54,7 @@ sync: install ## upload offline W&B runs of a grid: SWEEP=multirun/<name> (needs
 	find $(SWEEP) -type d -name 'offline-run-*' -exec $(BIN)/wandb sync {} \;
 
 dashboard: install ## save a W&B workspace laying out a grid's panels: SWEEP=multirun/<name> (online)
-	$(BIN)/python -m src.dashboard $(SWEEP)
+	$(BIN)/python -m src.report.dashboard $(SWEEP)
 
 slurm-up: install ## start a one-node Slurm cluster here (root; state in .slurm/), then export SLURM_CONF
 	$(BIN)/python -m tests.slurm_cluster up --root .slurm

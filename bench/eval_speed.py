@@ -13,7 +13,8 @@ import torch
 
 from src.benchmarks import run_benchmark
 from src.benchmarks.nq import build_prompt, load_nq
-from src.models import load_handle, model_config_by_name
+from src.models.hf import load_handle
+from src.models.sources import model_config_by_name
 
 PROMPTS = 16
 NEW_TOKENS = 24

@@ -8,7 +8,8 @@ from src.data.budget import shuffled
 from src.data.packing import pack, packing_efficiency
 from src.data.sources import load_source
 from src.data.template import chat_format, render
-from src.models import load_tokenizer, model_config_by_name
+from src.models.load import load_tokenizer
+from src.models.sources import model_config_by_name
 
 BLOCK = 512
 BATCH = 8

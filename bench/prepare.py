@@ -15,7 +15,8 @@ from src.config import DataConfig
 from src.data.prepare import prepare
 from src.data.sources import source_config_by_name
 from src.data.template import chat_format
-from src.models import load_tokenizer, model_config_by_name
+from src.models.load import load_tokenizer
+from src.models.sources import model_config_by_name
 
 
 def run() -> list[dict]:

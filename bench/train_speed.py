@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import tempfile
@@ -22,15 +21,17 @@ import time
 import torch
 
 from src import PROJECT_ROOT
-from src.cells import work_dir
-from src.config import DataConfig, RunConfig, TrainConfig
+from src.cell import Cell
+from src.config import DataConfig, TrainConfig
 from src.data.packing import pack, packing_efficiency
 from src.data.prepare import prepare
 from src.data.sources import source_config_by_name
 from src.data.template import Rendered, chat_format
-from src.launch import train_cell
-from src.models import load_model, load_tokenizer, model_config_by_name
-from src.train import train
+from src.models.load import load_model, load_tokenizer
+from src.models.sources import model_config_by_name
+from src.plugins import load_config
+from src.training.loop import train
+from src.training.recipe import train_cell
 
 CACHE = "~/.cache/imitation-gap"
 BLOCK = 512
@@ -105,12 +106,11 @@ def compose_config(overrides: list[str]) -> dict:
 
 
 def milestones_vs_separate() -> list[dict]:
-    def cell(store: str, amount: int, *overrides: str) -> RunConfig:
-        cfg = RunConfig.from_dict(compose_config([
+    def cell(store: str, amount: int, *overrides: str) -> Cell:
+        return Cell.of(load_config(compose_config([
             "model=tiny", "data_source=demo", f"data.amount={amount}", f"store_dir={store}", "output_dir=/tmp/x",
             "train.block_length=128", "train.rows_per_step=2", "tracker.mode=disabled",
-            f"train.milestones=[{','.join(map(str, BUDGETS))}]", *overrides]))
-        return dataclasses.replace(cfg, output_dir=str(work_dir(cfg)))
+            f"train.milestones=[{','.join(map(str, BUDGETS))}]", *overrides])))
 
     def timed(fn) -> float:
         start = time.perf_counter()
@@ -118,11 +118,17 @@ def milestones_vs_separate() -> list[dict]:
         return time.perf_counter() - start
 
     cpu = torch.device("cpu")
+    tokenizer = load_tokenizer(model_config_by_name("tiny"), CACHE)
+    fmt = chat_format(tokenizer, "auto")
+
+    def trained(store: str, amount: int, *overrides: str) -> None:
+        train_cell(cell(store, amount, *overrides), cpu, tokenizer, fmt)
+
     with tempfile.TemporaryDirectory() as store:
-        train_cell(cell(f"{store}/warm", BUDGETS[0]), cpu)  # fill the prepare cache and the page cache first
-        separate = sum(timed(lambda a=a: train_cell(cell(f"{store}/separate", a), cpu)) for a in BUDGETS)
-        largest = timed(lambda: train_cell(cell(f"{store}/largest", BUDGETS[-1]), cpu))
-        milestone = timed(lambda: train_cell(cell(f"{store}/milestone", BUDGETS[0], "train.mode=milestone"), cpu))
+        trained(f"{store}/warm", BUDGETS[0])  # fill the prepare cache and the page cache first
+        separate = sum(timed(lambda a=a: trained(f"{store}/separate", a)) for a in BUDGETS)
+        largest = timed(lambda: trained(f"{store}/largest", BUDGETS[-1]))
+        milestone = timed(lambda: trained(f"{store}/milestone", BUDGETS[0], "train.mode=milestone"))
     label = "/".join(f"{b // 1000}K" for b in BUDGETS)
     return [
         {"name": f"milestone mode, {label} tokens (tiny): 1 run vs 4 separate runs (s)", "ours": milestone,

@@ -1,20 +1,23 @@
-"""Typed run configuration: the schema Hydra's composed config must fit, its validation, and run_id.
+"""Typed run configuration: the schema Hydra's composed config must fit, and its validation.
 
 Hydra composes YAML; `RunConfig.from_dict` turns the result into dataclasses and rejects anything it
-does not know with one line naming the key, before any model or data is loaded.
+does not know with one line naming the key, before any model or data is loaded. This module is the
+schema only and imports no plug-in: the sections plug-ins own (each benchmark's settings, a model
+source's own section, the evaluation backend) are checked through their registries by
+src/plugins.py's `load_config`, which every entry point uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from src.store import default_cache_dir
 
 
 class ConfigError(ValueError):
@@ -67,6 +70,11 @@ class GGUFFile:
     file: str  # path of the file inside that distribution
 
 
+# The ModelConfig keys that name where the base weights come from; each is a source registered in
+# src/models/sources.py (`toy` by the toy world's plug-in).
+MODEL_SOURCE_KEYS = ("hub_id", "gguf", "init", "toy")
+
+
 @dataclass
 class ModelConfig:
     name: str
@@ -81,30 +89,13 @@ class ModelConfig:
     chat_template: str = "auto"
 
     def validate(self) -> None:
-        sources = [self.hub_id is not None, self.gguf is not None, self.init is not None, self.toy is not None]
-        if sum(sources) != 1:
+        """The schema's checks; the chosen source checks its own section (src/models/sources.py)."""
+        if sum(getattr(self, key) is not None for key in MODEL_SOURCE_KEYS) != 1:
             raise ConfigError(f"model '{self.name}': set exactly one of model.hub_id, model.gguf, model.init, model.toy")
-        if self.toy is not None:
-            from src.toyworld.pretrain import toy_spec  # late import: it imports this module
-
-            toy_spec(self.toy)
-        if self.init is not None and self.tokenizer_of is None:
-            raise ConfigError(f"model '{self.name}': a random-init model needs model.tokenizer_of")
         _choice("model.dtype", self.dtype, {"float32", "bfloat16", "float16"})
         _choice("model.chat_template", self.chat_template, {"auto", "tokenizer", "koala"})
         if self.context_length <= 0:
             raise ConfigError(f"model.context_length: {self.context_length} must be > 0")
-
-    def identity(self) -> dict[str, Any]:
-        """What determines the base weights: the config, and for a toy model the hash of its pretraining
-        (which also covers the corpus's templates: code, not config), so an edited corpus is never a
-        stale hit in the cell store or the base-score cache."""
-        out = dataclasses.asdict(self)
-        if self.toy is not None:
-            from src.toyworld.pretrain import spec_key  # late import: it imports this module
-
-            out["toy_weights"] = spec_key(self)
-        return out
 
 
 @dataclass
@@ -191,7 +182,7 @@ class TrainConfig:
     # every smaller one as a checkpoint at its token count (needs a schedule that ignores the run's length)
     mode: str = "separate"
     milestones: list[Any] = field(default_factory=list)  # the grid's amounts, e.g. [5K, 20K]
-    nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src.launch) under torchrun
+    nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src/training/worker.py) under torchrun
     deepspeed: str | None = None  # null | zero2 | zero3 | zero3_offload (conf/train/deepspeed/<name>.json)
     peak_flops: float | None = None  # per device, for MFU; null: a table by GPU name, unknown on CPU
 
@@ -263,10 +254,10 @@ class RunConfig:
     experiment_name: str = "default"
     sweep: str = "single"  # names the grid; W&B group
     seed: int = 0
-    output_dir: str = "."  # where the cell's work is written (src.cells sets <store_dir>/<run_id>)
-    store_dir: str = "runs/cells"  # one folder per run_id: a relaunch finds finished cells here
+    output_dir: str = "."  # Hydra's job folder: status.json and a copy of results.json (the work is the cell's)
+    store_dir: str = "runs/cells"  # one folder per run_id (src/cell.py): a relaunch finds finished cells here
     force: bool = False  # rerun a cell even if its results are complete
-    cache_dir: str = "~/.cache/imitation-gap"  # converted models
+    cache_dir: str = field(default_factory=default_cache_dir)  # the caches' root (src/store.py)
     device: str = "auto"  # auto | cpu | cuda
     eval_backend: str = "hf"  # hf (everywhere) | vllm (GPU, optional: src/vllm_handle.py)
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
@@ -279,29 +270,10 @@ class RunConfig:
         cfg.train.validate()
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
-        _choice("eval_backend", cfg.eval_backend, {"hf", "vllm"})
         if cfg.eval_backend == "vllm" and cfg.data.amount != 0 and not cfg.train.save_checkpoint:
             raise ConfigError("eval_backend=vllm loads the trained model from its checkpoint: "
                               "set train.save_checkpoint=true")
-        from src.benchmarks import validate_benchmarks  # late import: benchmarks import this module
-
-        validate_benchmarks(cfg.benchmark)
         return cfg
-
-    def run_id(self) -> str:
-        """Hash of what determines the trained weights: model, data source, amount, recipe, seed.
-
-        Benchmarks, tracker and paths are excluded, so re-evaluating a cell keeps its identity.
-        """
-        semantic = {
-            "model": self.model.identity(),
-            "data": dataclasses.asdict(self.data),
-            "train": dataclasses.asdict(self.train),
-            "seed": self.seed,
-        }
-        semantic["data"]["source"].pop("description", None)
-        blob = json.dumps(semantic, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def cell_name(self) -> str:
         return f"{self.model.name}/{self.data.source.name}/{format_amount(self.data.amount)}"

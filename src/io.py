@@ -132,10 +132,8 @@ def copy_file_atomic(source: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """A temporary directory beside `path`, put in place of `path` when the block succeeds.
-
-    Replacing an existing directory takes two renames; a kill between them leaves `path` missing
-    (and the old copy under a `.old` name), never half-written."""
+    """A temporary directory beside `path`, put in place of `path` when the block succeeds
+    (replace_dir)."""
     path = Path(path)
     _mkdir(path)
     try:
@@ -144,19 +142,27 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise _explain(path, err) from err
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        _fsync_dir(path.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, path)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise (err if isinstance(err, OutputError) else _explain(path, err)) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Put the complete directory `tmp` in place of `path` (for directories several processes fill,
+    such as a distributed training state; atomic_dir is the one-process form). Replacing an existing
+    directory takes two renames; a kill between them leaves `path` missing (and the old copy under a
+    `.old` name), never half-written."""
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,13 @@
 """Entry point: `python -m src.main [overrides]`, or `-m` for a grid (Hydra multirun).
 
-Thin by design: Hydra composes the config, RunConfig validates it (a bad key or value stops here,
-before any model loads), src.cells skips finished cells, and train_and_eval does the work.
-In a grid, a failing cell is recorded in its status.json and the other cells go on; the sweep then
-exits non-zero (src.callbacks) and a relaunch retries only what did not finish.
+    Hydra composes the config -> load_config validates it (a bad key or value stops here, before any
+    model loads) -> Cell (its run_id and folder) -> the cell's lease -> skipped when its results are
+    complete, else train_and_eval (src/pipeline.py)
+
+`run_cell` is the plain function under the Hydra wrapper (tests call it) and the one place that
+records a failure: in a grid, a failing cell is recorded in its status.json and the other cells go
+on; the sweep then exits non-zero (src/report/callback.py) and a relaunch retries only what did not
+finish.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import hydra
@@ -20,22 +26,46 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.cells import run_cell, work_dir
-from src.config import ConfigError, RunConfig
+from src.cell import Cell
+from src.config import ConfigError
 from src.data.budget import BudgetError
 from src.data.sources import DataError
-from src.io import OutputError, ensure_dir
+from src.io import OutputError, copy_file_atomic, ensure_dir
 from src.pipeline import train_and_eval
+from src.plugins import load_config
+from src.results import CellStatus, Results
 
 log = logging.getLogger(__name__)
 USER_ERRORS = (ConfigError, DataError, BudgetError, OutputError)  # shown as one line, no traceback
 _TASK_STARTED = False  # Hydra handed over a composed config: errors before this are command-line errors
 
 
-def to_run_config(cfg: DictConfig) -> tuple[RunConfig, dict]:
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("hydra", None)
-    return RunConfig.from_dict(raw), raw
+def run_cell(raw: dict, job_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Results:
+    """One cell of a composed config: skipped when done, else run in its own folder while holding its
+    lease; job_dir gets status.json and a copy of results.json."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    cell = None
+    try:
+        cell = Cell.of(load_config(raw))
+        ensure_dir(cell.dir.parent)  # an unwritable store stops here, before any model loads
+        status = {"cell": cell.name, "run_id": cell.run_id, "work_dir": str(cell.dir)}
+        with cell.lease():
+            results = None if cell.cfg.force else cell.finished()
+            if results is not None:
+                CellStatus("skipped", **status, extra={"reason": "already done (force=true reruns it)"}).write(job_dir)
+            else:
+                started = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "started_unix": time.time()}
+                CellStatus("running", **status, extra=started).write(job_dir)
+                results = train_and_eval(cell, {**raw, "hydra_overrides": list(overrides)})
+                CellStatus("done", **status, extra={**started, "finished_unix": time.time()}).write(job_dir)
+    except BaseException as err:
+        where = {"cell": cell.name, "run_id": cell.run_id, "work_dir": str(cell.dir)} if cell else {}
+        CellStatus("failed", **where, extra={"error": f"{type(err).__name__}: {err}",
+                                             "traceback": traceback.format_exc(limit=20)}).write(job_dir)
+        raise
+    if job_dir.resolve() != cell.dir.resolve():
+        copy_file_atomic(cell.results_path, job_dir / "results.json")  # the report reads these copies
+    return results
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -43,34 +73,21 @@ def main(cfg: DictConfig) -> dict | None:
     global _TASK_STARTED
     _TASK_STARTED = True
     hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
     in_grid = hydra_cfg.mode == RunMode.MULTIRUN
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
     try:
-        run_cfg, raw = to_run_config(cfg)
-        ensure_dir(work_dir(run_cfg).parent)  # an unwritable store stops here, before any model loads
-        raw["hydra_overrides"] = list(hydra_cfg.overrides.task)
-        return run_cell(run_cfg, raw, job_dir, train_and_eval)
+        return run_cell(raw, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task).to_dict()
     except USER_ERRORS as err:
         log.error("%s", err)
         if in_grid:
-            _record_failure(job_dir, err)
             return None
         raise SystemExit(f"error: {err}") from None
-    except Exception as err:
+    except Exception:
         if not in_grid:
             raise
         log.exception("cell failed; the grid goes on")
-        _record_failure(job_dir, err)
         return None
-
-
-def _record_failure(job_dir: Path, err: BaseException) -> None:
-    """A config error happens before a RunConfig exists; run_cell already wrote the others."""
-    from src.cells import STATUS
-    from src.io import write_json_atomic
-
-    if not (job_dir / STATUS).exists() or "failed" not in (job_dir / STATUS).read_text():
-        write_json_atomic(job_dir / STATUS, {"state": "failed", "error": f"{type(err).__name__}: {err}"})
 
 
 def cli() -> None:

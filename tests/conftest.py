@@ -16,9 +16,11 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from src import PROJECT_ROOT  # noqa: E402
 from src.config import RunConfig  # noqa: E402
+from src.plugins import load_config  # noqa: E402
+from src.store import default_cache_dir  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
-CACHE = os.environ.get("IMITATION_GAP_CACHE", "~/.cache/imitation-gap")
+CACHE = default_cache_dir()
 
 
 def compose_config(overrides: list[str]) -> dict:
@@ -31,12 +33,14 @@ def compose_config(overrides: list[str]) -> dict:
 
 
 def run_config(overrides: list[str]) -> RunConfig:
-    return RunConfig.from_dict(compose_config(overrides))
+    """The composed config validated as src.main validates it (the schema, then every plug-in)."""
+    return load_config(compose_config(overrides))
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded model's tokenizer (ChatML template, pad = <|im_end|>): what the tiny model uses."""
-    from src.models import load_tokenizer, model_config_by_name
+    from src.models.load import load_tokenizer
+    from src.models.sources import model_config_by_name
 
     return load_tokenizer(model_config_by_name("tiny"), CACHE)

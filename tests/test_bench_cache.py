@@ -2,6 +2,7 @@
 
 from src.benchmarks import run_benchmark_cached
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.cache import BaseScores
 from tests.test_bench_mmlu import ScriptedHandle, write_mmlu
 
 IDENTITY = {"name": "scripted", "dtype": "float32", "device_type": "cpu"}
@@ -22,7 +23,7 @@ def test_base_scores_are_reused_and_keys_separate(tmp_path):
     data = tmp_path / "mmlu"
     write_mmlu(data, {"x": "A", "y": "AB"})
     raw = {"path": str(data), "shots": 1}
-    cache = tmp_path / "cache"
+    cache = BaseScores(tmp_path / "cache")
     handle = CountingHandle()
     first, hit1 = run_benchmark_cached("mmlu", raw, handle, cache, IDENTITY)
     second, hit2 = run_benchmark_cached("mmlu", raw, handle, cache, IDENTITY)
@@ -45,6 +46,6 @@ def test_trained_models_always_evaluate(tmp_path):
     handle = CountingHandle(trained=True)
     for _ in range(2):
         _, hit = run_benchmark_cached("mmlu", {"path": str(tmp_path / "mmlu"), "shots": 1, "prompt_format": "plain"}, handle,
-                                      tmp_path / "cache", IDENTITY)
+                                      BaseScores(tmp_path / "cache"), IDENTITY)
         assert not hit
     assert handle.calls == 2 and not (tmp_path / "cache").exists()

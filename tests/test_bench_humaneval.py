@@ -57,7 +57,8 @@ def test_sampled_run_records_every_sample_and_is_seeded():
     import torch
 
     from src.benchmarks import run_benchmark
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
     from tests.conftest import CACHE
 
     handle = load_handle(model_config_by_name("tiny"), CACHE, torch.device("cpu"), trained=False)

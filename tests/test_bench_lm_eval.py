@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 def test_mmlu_matches_lm_eval(tmp_path):
     pytest.importorskip("lm_eval")
     from src.benchmarks.lm_eval_check import run_lm_eval
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
 
     handle = load_handle(model_config_by_name("smollm2_135m"), CACHE, torch.device("cpu"), trained=False)
     ours = run_benchmark("mmlu", {"shots": 5}, handle)

@@ -81,7 +81,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_handle():
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
 
     return load_handle(model_config_by_name("tiny"), CACHE, torch.device("cpu"), trained=False, seed=3)
 
@@ -136,7 +137,8 @@ def test_fast_and_plain_modes_give_the_same_predictions(tiny_handle):
 def test_real_model_fast_path_same_predictions():
     """SmolLM2-135M on the shipped sample: the shared-prefix path, a plain batch-1 path and the per-choice
     path pick the same letters (measured here: C x8 then A x4, macro 0.333)."""
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
 
     handle = load_handle(model_config_by_name("smollm2_135m"), CACHE, torch.device("cpu"), trained=False)
     outputs = []

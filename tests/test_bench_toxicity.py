@@ -74,7 +74,8 @@ def test_perspective_gives_up_with_a_clear_error(perspective):
 
 @pytest.fixture(scope="module")
 def tiny_handle():
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
 
     return load_handle(model_config_by_name("tiny"), CACHE, torch.device("cpu"), trained=False)
 

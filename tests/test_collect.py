@@ -14,7 +14,8 @@ import pytest
 from teacher_servers import FaultServer
 
 from src import PROJECT_ROOT
-from src.collect import (
+from src.teacher.clients import HttpTeacher, Sampling
+from src.teacher.collect import (
     CollectError,
     CollectSettings,
     Prompt,
@@ -23,7 +24,6 @@ from src.collect import (
     partial_path,
     stats_path,
 )
-from src.teachers import HttpTeacher, Sampling
 
 
 def fast_teacher(url: str, **kwargs) -> HttpTeacher:

@@ -9,8 +9,8 @@ from teacher_servers import FaultServer
 from src import PROJECT_ROOT
 from src.config import DataSourceConfig
 from src.data.sources import load_source
-from src.nq_synthetic import QA, build, dedup_key, load_seeds, main, parse_pairs
-from src.teachers import HttpTeacher, Sampling
+from src.teacher.clients import HttpTeacher, Sampling
+from src.teacher.nq_synthetic import QA, build, dedup_key, load_seeds, main, parse_pairs
 
 SEEDS = PROJECT_ROOT / "data" / "nq_synthetic" / "seeds.jsonl"
 
@@ -93,3 +93,23 @@ def test_shipped_demo_set_is_valid_and_disjoint_from_the_evaluation_set():
     assert not (set(questions) & (evaluation | seeds))
     meta = json.loads((folder / "build.json").read_text())
     assert meta["stats"]["kept"] == len(built)
+
+
+def test_seed_files_are_read_as_nq_open_and_bad_lines_name_file_and_line(tmp_path):
+    import pytest
+
+    from src.data.formats.nq import read_nq
+    from src.teacher.collect import CollectError
+
+    assert load_seeds(SEEDS) == [QA(r.question, r.answers) for r in read_nq(SEEDS)]  # seeds are normalized already
+    good = '{"question": "Who wrote Emma?", "answer": ["Jane Austen"]}\n'
+    for body, problem in (("{torn\n", "invalid JSON"), ('{"question": "q"}\n', "field 'answer' missing"),
+                          ('{"question": "q", "answer": []}\n', "'answer' needs at least one string")):
+        path = tmp_path / "seeds.jsonl"
+        path.write_text(good + "\n" + body)
+        with pytest.raises(CollectError, match=f"seeds.jsonl:3: {problem}"):
+            load_seeds(path, minimum=0)
+    path.write_text(good)
+    assert load_seeds(path, minimum=1) == [QA("who wrote emma", ("Jane Austen",))]
+    with pytest.raises(CollectError, match="1 seed pairs; at least 5 are needed"):
+        load_seeds(path)

@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 from src import PROJECT_ROOT
-from src.config import RunConfig
+from src.cell import Cell
 from src.pipeline import train_and_eval
-from src.report import report
+from src.plugins import load_config
+from src.report.tables import report
 from tests.conftest import compose_config
 
 SMALL = ["model=tiny", "data.source.path=tests/fixtures/sharegpt_small.json", "train.block_length=128",
@@ -18,12 +19,14 @@ SMALL = ["model=tiny", "data.source.path=tests/fixtures/sharegpt_small.json", "t
 
 
 def test_tiny_cell(tmp_path):
-    raw = compose_config([*SMALL, f"output_dir={tmp_path}", "data.amount=600", "tracker.mode=offline"])
-    cfg = RunConfig.from_dict(raw)
-    train_and_eval(cfg, raw)
+    raw = compose_config([*SMALL, f"store_dir={tmp_path}", f"output_dir={tmp_path}/job", "data.amount=600",
+                          "tracker.mode=offline"])
+    cell = Cell.of(load_config(raw))
+    train_and_eval(cell, raw)
+    work = cell.dir  # the cell's own folder: <store_dir>/<run_id>
 
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["run_id"] == cfg.run_id()
+    results = json.loads((work / "results.json").read_text())
+    assert results["run_id"] == cell.run_id
     assert results["axes"] == {"model": "tiny", "data_source": "demo", "amount": 600, "amount_label": "600", "seed": 0}
     assert results["tokens"]["total"] == 600
     assert 0 < results["tokens"]["loss_bearing"] < 600
@@ -33,12 +36,12 @@ def test_tiny_cell(tmp_path):
     assert set(results["metrics"]) == {"nq/em", "nq/f1", "nq/unparsable", "humaneval/pass@1"}
     assert results["mode"] == "separate_run" and results["versions"]["torch"]
 
-    nq_lines = (tmp_path / "benchmarks" / "nq" / "predictions.jsonl").read_text().splitlines()
+    nq_lines = (work / "benchmarks" / "nq" / "predictions.jsonl").read_text().splitlines()
     assert len(nq_lines) == 4 and {"prompt", "output", "gold", "em"} <= set(json.loads(nq_lines[0]))
-    nq_metrics = json.loads((tmp_path / "benchmarks" / "nq" / "metrics.json").read_text())
+    nq_metrics = json.loads((work / "benchmarks" / "nq" / "metrics.json").read_text())
     assert nq_metrics["settings"]["shots"] == 3 and nq_metrics["settings"]["chat_wrapped"] is True
-    assert len((tmp_path / "benchmarks" / "humaneval" / "predictions.jsonl").read_text().splitlines()) == 2
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len((work / "benchmarks" / "humaneval" / "predictions.jsonl").read_text().splitlines()) == 2
+    runs = list((work / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert len(list(runs[0].glob("files/media/table/nq/predictions_*.table.json"))) == 1  # capped W&B table
 

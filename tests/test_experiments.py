@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT
-from src.config import RunConfig
+from src.plugins import load_config
 from tests.conftest import compose_config
 
 EXPERIMENTS = sorted(p.stem for p in (PROJECT_ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -19,7 +19,7 @@ def test_every_cell_of_every_experiment_validates(name):
     axes = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
     cells = list(itertools.product(*axes)) or [()]
     for cell in cells:
-        cfg = RunConfig.from_dict(compose_config([f"experiment={name}", "output_dir=/tmp/x", *cell]))
+        cfg = load_config(compose_config([f"experiment={name}", "output_dir=/tmp/x", *cell]))
         assert cfg.experiment_name == name
 
 

@@ -1,16 +1,18 @@
 """Faults: nothing lost, nothing half-written, every failure a clear error.
 
 - kill -9 while a file is written: the file holds the old or the new content, never a mix;
-- kill -9 inside prepare (mid-array, between the arrays and their record, mid-record): the rerun
-  prepares the same rows and the cache holds exactly one complete entry;
+- kill -9 inside prepare (mid-array, between the arrays and their record, mid-record, with the entry
+  complete but not yet in place): the rerun prepares the same rows, removes the torn temporary
+  folder, and the cache holds exactly one complete entry;
 - a full disk (a real 64 KiB tmpfs where mount works, ENOSPC injected otherwise), a read-only
   directory, a file where a directory should be: an OutputError naming the path, old content intact;
 - teacher and judge endpoints down, slow or answering garbage: retried, then counted (teacher) or
   scored unparsable (judge), or a clean stop that keeps every judgment made so far;
 - W&B unreachable: the run falls back to offline, with a warning, within a bounded time.
 
-The slow tests kill a whole `python -m src.main` cell at seeded random moments of prepare, train and eval and
-check the rerun's metrics, results and W&B runs against an uninterrupted run.
+The slow tests kill a whole `python -m src.main` cell at named stages of prepare, train and eval (the
+cell pauses there: src/stages.py) and check the rerun's metrics, results and W&B runs against an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from teacher_servers import FaultServer
 
 from src import PROJECT_ROOT, io
 from src.io import OutputError, ensure_dir, write_json_atomic, write_text_atomic
+from src.stages import PAUSE_AT
 from tests.conftest import CACHE, run_config
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
@@ -76,7 +79,7 @@ def test_kill_during_atomic_writes_leaves_a_whole_file(tmp_path):
 PREPARE_KILLED = """
 import os, signal, sys
 from src.data import prepare as P
-from src.models import load_tokenizer
+from src.models.load import load_tokenizer
 from src.data.template import chat_format
 from tests.conftest import CACHE, run_config
 
@@ -98,7 +101,7 @@ def torn_record(path, data):  # the record's temporary file written, then killed
         tmp.write_text('{"examples": 1')
         die()
 
-from src import io
+from src import io, store
 real_savez = P.np.savez
 for point in POINTS:  # one child per kill point; the tokenizer is loaded once, before the forks
     child = os.fork()
@@ -109,12 +112,19 @@ for point in POINTS:  # one child per kill point; the tokenizer is loaded once, 
             P.write_json_atomic = lambda path, data: die()
         elif point == "mid_record":
             P.write_json_atomic = torn_record
+        elif point == "before_commit":  # the entry complete in its temporary folder, not yet renamed
+            store.reached = lambda stage: die() if stage == "store:prepared:written" else None
         P.prepare(cfg.data, tokenizer, fmt, 256, cfg.model.context_length, os.path.join(sys.argv[1], point))
         os._exit(0)
     _, status = os.waitpid(child, 0)
     print(point, os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, flush=True)
 """
-POINTS = ["mid_arrays", "before_record", "mid_record"]
+POINTS = ["mid_arrays", "before_record", "mid_record", "before_commit"]
+
+
+def entries(cache: Path) -> list[str]:
+    """Entries of a store that look complete (temporary folders and the locks start with '.')."""
+    return [p.name for p in cache.iterdir() if not p.name.startswith(".")] if cache.exists() else []
 
 
 def test_kill_inside_prepare_then_rerun(tmp_path, tokenizer):
@@ -131,12 +141,14 @@ def test_kill_inside_prepare_then_rerun(tmp_path, tokenizer):
     reference = prepare(cfg.data, tokenizer, fmt, 256, cfg.model.context_length, cache_dir=None)
     for point in POINTS:
         cache = tmp_path / point / "prepared"
-        assert not list(cache.glob("[!.]*.json")), point  # no entry looks complete (temporary names start with '.')
+        assert entries(cache) == [] and list(cache.glob(".*.tmp")), point  # a torn temporary folder, no entry
         rerun = prepare(cfg.data, tokenizer, fmt, 256, cfg.model.context_length, str(tmp_path / point))
         again = prepare(cfg.data, tokenizer, fmt, 256, cfg.model.context_length, str(tmp_path / point))
         assert (rerun.cache, again.cache) == ("miss", "hit"), point
         assert rerun.rows == reference.rows == again.rows and rerun.total_tokens == reference.total_tokens
-        assert len(list(cache.glob("[!.]*.json"))) == len(list(cache.glob("[!.]*.npz"))) == 1, point
+        (entry,) = entries(cache)
+        assert sorted(p.name for p in (cache / entry).iterdir()) == ["rows.npz", "summary.json"], point
+        assert not list(cache.glob(".*.tmp")), point  # the killed writer's temporary folder is gone
 
 
 # --- full disk, unwritable outputs ----------------------------------------------------------------
@@ -240,7 +252,7 @@ class GarbageServer:
 
 
 def teacher(url: str, **kwargs):
-    from src.teachers import HttpTeacher
+    from src.teacher.clients import HttpTeacher
 
     return HttpTeacher(url, "t", **{"api_key_env": None, "timeout": 0.5, "max_retries": 2, "backoff": 0.01,
                                     "max_backoff": 0.02, "concurrency": 2, **kwargs})
@@ -251,7 +263,7 @@ PROMPTS = ["first prompt", "second prompt", "third prompt"]
 
 @pytest.mark.parametrize("outage", ["down", "slow", "garbage"])
 def test_teacher_outage_counts_failures_and_a_rerun_asks_only_those(outage, tmp_path):
-    from src.collect import CollectSettings, Prompt, collect, partial_path
+    from src.teacher.collect import CollectSettings, Prompt, collect, partial_path
 
     prompts = [Prompt(f"p{i}", text) for i, text in enumerate(PROMPTS)]
     out = tmp_path / "imitation.json"
@@ -345,25 +357,28 @@ def test_wandb_unreachable_falls_back_to_offline_in_bounded_time(tmp_path, monke
     monkeypatch.setenv("WANDB_API_KEY", "local-" + "0" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    from src.cell import Cell, run_id
+
     cfg = run_config(["experiment=smoke", "output_dir=/tmp/unused", "tracker.mode=online"])
+    cell = Cell(cfg, run_id(cfg), tmp_path)
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="src.tracking"):
-        tracker = Tracker(cfg, {"k": 1}, tmp_path)
+        tracker = Tracker(cell, {"k": 1})
     assert time.monotonic() - start < 20
     assert tracker.mode == "offline"
     assert "W&B online run could not start" in caplog.text and "logging offline instead" in caplog.text
     tracker.log({"train/loss": 1.0}, step=1)
     tracker.finish(summary={"nq/em": 0.5})
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and runs[0].endswith(f"-{cfg.run_id()}")
+    assert len(runs) == 1 and runs[0].endswith(f"-{cell.run_id}")
     assert wandb.run is None
 
 
 # --- preemption of a whole cell (slow) ----------------------------------------------------------------
 
 
-class Cell:
-    """`python -m src.main` on one smoke cell in its own store and cache, killable at a log line."""
+class CellProcess:
+    """`python -m src.main` on one smoke cell in its own store and cache, killable at a named stage."""
 
     def __init__(self, root: Path, amount: str, *overrides: str, env: dict | None = None):
         self.root, self.env = root, {**ENV, **(env or {})}
@@ -375,20 +390,24 @@ class Cell:
                      "tracker.mode=offline", f"store_dir={root}/cells", f"cache_dir={cache}",
                      f"hydra.run.dir={root}/job", *overrides]
 
-    def run(self, kill_after: str | None = None, delay: float = 0.0) -> list[str]:
-        """Run to the end, or kill -9 the whole process group `delay` seconds after a log line
-        containing `kill_after`. Returns the log lines seen."""
-        proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    def run(self, kill_at: str | None = None) -> list[str]:
+        """Run to the end, or until the cell pauses at the stage `kill_at` (src/stages.py), then kill -9
+        its whole process group there: the kill lands at the same point on a fast or a slow machine.
+        Returns the output lines seen."""
+        env = {**self.env, PAUSE_AT: kill_at} if kill_at else self.env
+        proc = subprocess.Popen(self.args, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True)  # Hydra logs to stdout
         lines: list[str] = []
         for line in proc.stdout:
             lines.append(line)
-            if kill_after and kill_after in line:
-                time.sleep(delay)
+            if kill_at and line.rstrip("\n").endswith(f"paused at stage {kill_at}"):
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
         proc.wait(timeout=600)
-        assert proc.returncode == (-signal.SIGKILL if kill_after else 0), "".join(lines[-30:])
+        if kill_at:
+            assert proc.returncode == -signal.SIGKILL, f"the cell never reached stage {kill_at}:\n" + "".join(lines[-30:])
+        else:
+            assert proc.returncode == 0, "".join(lines[-30:])
         return lines
 
     def work(self) -> Path:
@@ -397,19 +416,19 @@ class Cell:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("amount", "kills"), [
-    ("0", [("W&B run", 0.0, 3.0), ("nq:", 0.0, 2.0)]),          # during nq, then during humaneval
-    ("2K", [("loaded demo", 0.0, 0.5), ("nq:", 0.0, 2.0)]),      # during prepare, then during humaneval
+@pytest.mark.parametrize(("amount", "kills", "overrides"), [
+    ("0", ["eval:nq:scored", "eval:humaneval:start"], ()),  # nq computed, not written; then nq written
+    ("2K", ["prepare:loaded", "store:prepared:written", "eval:humaneval:scored", "results:ready"], ()),
+    ("2K", ["train:checkpoint-saved", "eval:nq:start"], ("train.save_checkpoint=true",)),  # train.json not yet
 ])
-def test_cell_killed_in_prepare_and_eval_reruns_to_the_same_results(amount, kills, tmp_path):
-    reference = Cell(tmp_path / "reference", amount)
+def test_cell_killed_in_prepare_and_eval_reruns_to_the_same_results(amount, kills, overrides, tmp_path):
+    reference = CellProcess(tmp_path / "reference", amount, *overrides)
     reference.run()
     expected = json.loads((reference.work() / "results.json").read_text())
 
-    cell = Cell(tmp_path / "preempted", amount)
-    rng = random.Random(amount)
-    for marker, low, high in kills:
-        cell.run(kill_after=marker, delay=rng.uniform(low, high))
+    cell = CellProcess(tmp_path / "preempted", amount, *overrides)
+    for stage in kills:
+        cell.run(kill_at=stage)
         assert not (cell.work() / "results.json").exists()  # the kill landed before the cell finished
         assert_whole_json_files(tmp_path / "preempted")
     cell.run()
@@ -431,26 +450,16 @@ def test_cell_killed_in_prepare_and_eval_reruns_to_the_same_results(amount, kill
 
 @pytest.mark.slow
 def test_cell_killed_in_training_resumes_to_the_same_results(tmp_path):
-    """kill -9 once a resumable training state exists (one row a step, a state every 3 steps): the
-    rerun resumes from it and ends with the metrics and loss of an uninterrupted run."""
+    """kill -9 right after a resumable training state is saved (one row a step, a state every 3 steps):
+    the rerun resumes from it and ends with the metrics and loss of an uninterrupted run."""
     overrides = ("train.checkpoint_every=3", "train.rows_per_step=1", "train.block_length=128")
-    reference = Cell(tmp_path / "reference", "4K", *overrides)
+    reference = CellProcess(tmp_path / "reference", "4K", *overrides)
     reference.run()
     expected = json.loads((reference.work() / "results.json").read_text())
 
-    cell = Cell(tmp_path / "preempted", "4K", *overrides)
-    proc = subprocess.Popen(cell.args, cwd=PROJECT_ROOT, env=cell.env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not list((tmp_path / "preempted" / "cells").glob("*/train_state/step-*")):
-            assert proc.poll() is None, "the cell ended before it wrote a training state"
-            time.sleep(0.2)
-        time.sleep(random.Random(0).uniform(0.0, 1.0))
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    assert not (cell.work() / "results.json").exists()
+    cell = CellProcess(tmp_path / "preempted", "4K", *overrides)
+    cell.run(kill_at="train:state-saved")
+    assert list(cell.work().glob("train_state/step-*")) and not (cell.work() / "results.json").exists()
     assert_whole_json_files(tmp_path / "preempted")
     cell.run()
 
@@ -473,7 +482,7 @@ def assert_whole_json_files(root: Path) -> None:
 def test_cell_completes_offline_when_wandb_is_unreachable(tmp_path):
     env = {"WANDB_MODE": "", "WANDB_API_KEY": "local-" + "0" * 40, "WANDB_INIT_TIMEOUT": "3",
            "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
-    cell = Cell(tmp_path, "0", "tracker.mode=online", env=env)
+    cell = CellProcess(tmp_path, "0", "tracker.mode=online", env=env)
     cell.env.pop("WANDB_MODE")
     start = time.monotonic()
     lines = cell.run()
@@ -520,8 +529,8 @@ class SwitchableJudge:
 @pytest.mark.slow
 def test_judge_down_fails_the_cell_cleanly_and_the_rerun_keeps_the_rest(tmp_path, monkeypatch):
     from src.benchmarks.judge import JudgeUnavailable
-    from src.cells import run_cell, work_dir
-    from src.pipeline import train_and_eval
+    from src.cell import Cell
+    from src.main import run_cell
     from tests.conftest import compose_config
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
@@ -533,18 +542,18 @@ def test_judge_down_fails_the_cell_cleanly_and_the_rerun_keeps_the_rest(tmp_path
                  f"store_dir={tmp_path}/cells", f"cache_dir={tmp_path}/cache", "output_dir=/tmp/unused"]
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "models").symlink_to(Path(os.path.expanduser(CACHE)) / "models")
-    cfg, raw = run_config(overrides), compose_config(overrides)
-    work, job = work_dir(cfg), tmp_path / "job"
+    raw = compose_config(overrides)
+    work, job = Cell.of(run_config(overrides)).dir, tmp_path / "job"
     try:
         with pytest.raises(JudgeUnavailable, match=re.escape(f"judge endpoint {judge.url}/chat/completions: HTTP 503")):
-            run_cell(cfg, raw, job, train_and_eval)
+            run_cell(raw, job)
         status = json.loads((job / "status.json").read_text())
         assert status["state"] == "failed" and status["error"].startswith("JudgeUnavailable: judge endpoint")
         nq_metrics = (work / "benchmarks" / "nq" / "metrics.json").read_text()  # scored before the judge failed
         assert not (work / "results.json").exists() and not (work / "benchmarks" / "judge").exists()
 
         judge.up = True
-        results = run_cell(cfg, raw, job, train_and_eval)
+        results = run_cell(raw, job).to_dict()
     finally:
         judge.close()
     assert (work / "benchmarks" / "nq" / "metrics.json").read_text() == nq_metrics  # reused, not redone

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of configuration: token amounts, RunConfig.from_dict on mutated configs, and
+"""Property-based fuzzing of configuration: token amounts, load_config (the schema and every plug-in) on mutated configs, and
 Hydra command-line overrides. A bad value is a ConfigError naming the key (or Hydra's own one-line
 override error), never a raw KeyError/TypeError/AttributeError/IndexError traceback.
 """
@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import ConfigError, RunConfig, parse_amount
+from src.config import ConfigError, parse_amount
+from src.plugins import load_config
 from tests.conftest import compose_config
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -73,7 +74,7 @@ def test_mutated_config_is_accepted_or_a_config_error(data):
         else:
             parent[data.draw(st.text(min_size=1, max_size=6))] = data.draw(values)
     try:
-        RunConfig.from_dict(raw)
+        load_config(raw)
     except ConfigError as err:
         assert str(err) and "\n" not in str(err)
 
@@ -95,7 +96,7 @@ def test_hydra_overrides_give_a_config_or_a_one_line_error(overrides):
     except (HydraException, OmegaConfBaseException, ValueError, TypeError):
         return  # Hydra's own errors (TypeError: its bug on `model=[1,2]`); src.main shows one line (below)
     try:
-        RunConfig.from_dict(raw)
+        load_config(raw)
     except ConfigError as err:
         assert str(err) and "\n" not in str(err)
 
@@ -107,7 +108,7 @@ def test_hydra_overrides_give_a_config_or_a_one_line_error(overrides):
 ])
 def test_examples_the_fuzzer_walks_through(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
-        RunConfig.from_dict(compose_config(["experiment=smoke", "output_dir=/tmp/unused", override]))
+        load_config(compose_config(["experiment=smoke", "output_dir=/tmp/unused", override]))
 
 
 @pytest.mark.parametrize(("override", "message"), [

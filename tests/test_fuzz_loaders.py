@@ -141,7 +141,7 @@ def test_unknown_mixture_part_is_a_config_error():
 @given(records=st.lists(RECORDS["koala_prompts"] | RECORDS["sharegpt"] | json_values, max_size=5),
        as_list=st.booleans(), junk=st.sampled_from(JUNK))
 def test_collect_prompt_files_load_or_fail_naming_the_file(records, as_list, junk):
-    from src.collect import CollectError, load_prompts
+    from src.teacher.collect import CollectError, load_prompts
 
     with tempfile.TemporaryDirectory() as directory:
         path = write_file(Path(directory), records, as_list, junk)

@@ -11,22 +11,24 @@ import pytest
 import torch
 
 from src import PROJECT_ROOT
-from src.cells import work_dir
-from src.config import RunConfig
+from src.cell import Cell
 from src.data.prepare import prepare
 from src.data.template import chat_format
-from src.launch import train_cell
-from src.models import load_checkpoint
-from tests.conftest import compose_config
+from src.models.load import load_checkpoint
+from src.training.recipe import Trained, train_cell
+from tests.conftest import run_config
 
 MILESTONES = "train.milestones=[300,600,900]"
 
 
-def cell(tmp_path, amount, *overrides) -> RunConfig:
-    cfg = RunConfig.from_dict(compose_config([
+def cell(tmp_path, amount, *overrides) -> Cell:
+    return Cell.of(run_config([
         "model=tiny", "data_source=demo", f"data.amount={amount}", f"store_dir={tmp_path}", "output_dir=/tmp/x",
         "train.block_length=64", "train.rows_per_step=2", "train.lr=1e-3", "tracker.mode=disabled", *overrides]))
-    return dataclasses.replace(cfg, output_dir=str(work_dir(cfg)))  # as src.cells runs a cell
+
+
+def trained(cell: Cell, tokenizer, keep_model: bool = False) -> Trained:
+    return train_cell(cell, torch.device("cpu"), tokenizer, chat_format(tokenizer, "auto"), keep_model=keep_model)
 
 
 def flat(model) -> torch.Tensor:
@@ -35,7 +37,7 @@ def flat(model) -> torch.Tensor:
 
 def test_increments_pack_on_their_own(tokenizer):
     fmt = chat_format(tokenizer, "auto")
-    data_cfg = cell("/tmp/unused", 900).data
+    data_cfg = cell("/tmp/unused", 900).cfg.data
 
     def rows(amount, boundaries):
         return prepare(dataclasses.replace(data_cfg, amount=amount), tokenizer, fmt, 64, 2048, None, boundaries)
@@ -51,13 +53,14 @@ def test_increments_pack_on_their_own(tokenizer):
     assert sum(len(r.input_ids) for r in largest.rows[:10]) == 600  # exactly the 600-token prefix
 
 
-def test_milestone_checkpoints_equal_separate_runs(tmp_path):
+def test_milestone_checkpoints_equal_separate_runs(tmp_path, tokenizer):
     milestone = cell(tmp_path, 300, "train.mode=milestone", MILESTONES)
-    trained = train_cell(milestone, torch.device("cpu"))  # the 300 cell runs first: trains 900 once
-    assert trained.mode == "milestone" and trained.model is None and trained.data["total_tokens"] == 300
+    first_run = trained(milestone, tokenizer)  # the 300 cell runs first: trains 900 once
+    assert first_run.record.mode == "milestone" and first_run.weights.module is None
+    assert first_run.record.data["total_tokens"] == 300
 
     for amount in (300, 600, 900):
-        work = work_dir(dataclasses.replace(milestone, data=dataclasses.replace(milestone.data, amount=amount)))
+        work = milestone.at_amount(amount).dir
         record = json.loads((work / "train.json").read_text())
         assert record["mode"] == "milestone" and record["amount"] == amount
         assert record["train"]["tokens_seen"] == amount and record["data"]["total_tokens"] == amount
@@ -65,15 +68,14 @@ def test_milestone_checkpoints_equal_separate_runs(tmp_path):
 
     # a separate run on 600 tokens (same milestones: the same rows and step boundaries) gives the same model
     separate = cell(tmp_path / "separate", 600, MILESTONES)
-    alone = train_cell(separate, torch.device("cpu"), keep_model=True)
-    at_600 = load_checkpoint(work_dir(dataclasses.replace(milestone, data=dataclasses.replace(milestone.data, amount=600)))
-                             / "checkpoint", "float32", torch.device("cpu"))
-    assert alone.train["steps"] == 3 + 3  # 5 rows per 300-token increment: steps of 2, 2, 1 each
-    assert torch.allclose(flat(alone.model), flat(at_600), atol=1e-6)
+    alone = trained(separate, tokenizer, keep_model=True)
+    at_600 = load_checkpoint(milestone.at_amount(600).checkpoint, "float32", torch.device("cpu"))
+    assert alone.record.train["steps"] == 3 + 3  # 5 rows per 300-token increment: steps of 2, 2, 1 each
+    assert torch.allclose(flat(alone.weights.module), flat(at_600), atol=1e-6)
     # and a plain run on the first milestone (no boundaries at all) gives the 300 checkpoint
-    first = train_cell(cell(tmp_path / "plain", 300), torch.device("cpu"), keep_model=True)
-    at_300 = load_checkpoint(work_dir(milestone) / "checkpoint", "float32", torch.device("cpu"))
-    assert torch.allclose(flat(first.model), flat(at_300), atol=1e-6)
+    first = trained(cell(tmp_path / "plain", 300), tokenizer, keep_model=True)
+    at_300 = load_checkpoint(milestone.checkpoint, "float32", torch.device("cpu"))
+    assert torch.allclose(flat(first.weights.module), flat(at_300), atol=1e-6)
     assert not torch.allclose(flat(at_300), flat(at_600), atol=1e-4)
 
 

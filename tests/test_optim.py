@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from src.config import TrainConfig
-from src.optim import PaperAdafactor, lr_multiplier, warmup_steps
+from src.training.optim import PaperAdafactor, lr_multiplier, warmup_steps
 
 
 def one_tensor_optimizer(values, **settings):

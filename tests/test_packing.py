@@ -6,8 +6,9 @@ import torch
 from src.data.conversation import Message as M
 from src.data.packing import collate, pack, packing_efficiency
 from src.data.template import IGNORE, Rendered, TokenizerTemplate, render
-from src.models import load_model, model_config_by_name
-from src.train import token_loss_sum
+from src.models.load import load_model
+from src.models.sources import model_config_by_name
+from src.training.loop import token_loss_sum
 from tests.conftest import CACHE
 
 

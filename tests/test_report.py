@@ -1,21 +1,29 @@
 """The report: tables and the gap-closed arithmetic on hand-made grids, and the page in a browser."""
 
 import csv
+import json
 import shutil
 import subprocess
 
 import pytest
 
 from src.io import write_json_atomic
-from src.report import gap_closed, load_results, report
+from src.report.tables import gap_closed, load_results, report
+from src.results import SCHEMA_VERSION, Axes, Results, Tokens
+
+
+def record(model, params, amount, metrics, source="mix", sweep="t"):
+    """A complete results record; only what the report reads is chosen by the test."""
+    return Results(
+        run_id=f"{model}-{source}-{amount}", cell=f"{model}/{source}/{amount}", sweep=sweep, experiment="test",
+        axes=Axes(model=model, data_source=source, amount=amount, amount_label=str(amount), seed=0),
+        tokens=Tokens(total=amount, loss_bearing=amount // 2), model_parameters=int(params), eval_backend="hf",
+        mode="separate_run" if amount else "base_model", trained_by=None, metrics=metrics, benchmarks={},
+        data=None, train=None, timings_s={"train_s": 1.0} if amount else {}, device="cpu", versions={}, config=None)
 
 
 def cell(root, model, params, amount, metrics):
-    write_json_atomic(root / f"{model}_{amount}" / "results.json", {
-        "sweep": "t", "model_parameters": params, "metrics": metrics,
-        "axes": {"model": model, "data_source": "mix", "amount": amount, "amount_label": str(amount)},
-        "tokens": {"total": amount, "loss_bearing": amount // 2}, "timings_s": {"train_s": 1.0} if amount else {},
-    })
+    record(model, params, amount, metrics).write(root / f"{model}_{amount}" / "results.json")
 
 
 @pytest.fixture
@@ -62,6 +70,24 @@ def test_unreadable_results_are_reported_not_fatal(grid, capsys):
     assert "skipping unreadable" in capsys.readouterr().err
 
 
+def test_load_results_reads_every_schema_version_and_skips_foreign_json(tmp_path, capsys):
+    old = record("small", 1e6, 0, {"nq/em": 0.2}).to_dict()
+    del old["schema_version"]  # written before the field existed: version 1, the same fields
+    write_json_atomic(tmp_path / "old" / "results.json", old)
+    record("small", 1e6, 1000, {"nq/em": 0.3}).write(tmp_path / "new" / "results.json")
+    assert "schema_version" in json.loads((tmp_path / "new" / "results.json").read_text())
+    write_json_atomic(tmp_path / "foreign" / "results.json", {"accuracy": 0.9, "note": "some other tool's file"})
+    write_json_atomic(tmp_path / "list" / "results.json", [1, 2, 3])
+
+    rows = load_results(tmp_path)
+    assert all(isinstance(r, Results) for r in rows)
+    assert [(r.axes.amount, r.schema_version, r.metrics["nq/em"]) for r in rows] == [(0, 1, 0.2),
+                                                                                      (1000, SCHEMA_VERSION, 0.3)]
+    err = capsys.readouterr().err
+    assert "not a results record" in err
+    assert str(tmp_path / "foreign" / "results.json") in err and str(tmp_path / "list" / "results.json") in err
+
+
 @pytest.mark.slow
 def test_page_renders_the_plots_in_chromium(grid, tmp_path_factory):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -88,7 +114,7 @@ def test_page_renders_the_plots_in_chromium(grid, tmp_path_factory):
 
 
 def test_dashboard_lays_out_every_metric(grid):
-    from src.dashboard import build_workspace
+    from src.report.dashboard import build_workspace
 
     workspace = build_workspace(load_results(grid), entity="e", project="p")
     titles = [[panel.title for panel in section.panels] for section in workspace.sections]

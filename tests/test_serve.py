@@ -9,10 +9,11 @@ import pytest
 import torch
 from teacher_servers import AppServer
 
-from src.collect import CollectSettings, Prompt, collect
-from src.models import load_handle, model_config_by_name
-from src.serve import build_app
-from src.teachers import HttpTeacher, LocalTeacher, Sampling
+from src.models.hf import load_handle
+from src.models.sources import model_config_by_name
+from src.teacher.clients import HttpTeacher, LocalTeacher, Sampling
+from src.teacher.collect import CollectSettings, Prompt, collect
+from src.teacher.serve import build_app
 from tests.conftest import CACHE
 
 TOKEN = "test-token-123"
@@ -96,7 +97,7 @@ def test_local_teacher_matches_the_server(server, tmp_path):
 @pytest.mark.slow
 def test_smollm2_teacher_served_follows_its_style(tmp_path):
     """The demo teacher behind the server: the style system prompt and demonstration come through."""
-    from src.demo_data import DEMO_ANSWER, DEMO_QUESTION, TEACHER_SYSTEM
+    from src.teacher.demo_data import DEMO_ANSWER, DEMO_QUESTION, TEACHER_SYSTEM
 
     handle = load_handle(model_config_by_name("smollm2_135m"), CACHE, torch.device("cpu"), trained=False)
     with AppServer(build_app(handle, "smollm2_135m")) as running:
@@ -107,3 +108,52 @@ def test_smollm2_teacher_served_follows_its_style(tmp_path):
                         teacher, tmp_path / "s.json", settings)
     replies = [r["conversations"][1]["value"] for r in json.loads((tmp_path / "s.json").read_text())]
     assert stats.written == 2 and all("1." in r for r in replies)
+
+
+def test_local_generate_samples_repeatably_and_fills_finish_reason(tiny_handle):
+    """Both paths go through ModelHandle.generate: a seed repeats its samples, and a reply is "length"
+    when max_tokens cut it off, "stop" (cut before the stop string) when a stop string ended it."""
+    from src.teacher.clients import local_generate
+
+    convs = [[{"role": "user", "content": "Hi"}], [{"role": "user", "content": "Tell me about topic 2."}]]
+    greedy = local_generate(tiny_handle, convs, Sampling(max_tokens=8))
+    sampled = local_generate(tiny_handle, convs, Sampling(max_tokens=8, temperature=1.0, seed=7))
+    assert local_generate(tiny_handle, convs, Sampling(max_tokens=8, temperature=1.0, seed=7)) == sampled
+    assert local_generate(tiny_handle, convs, Sampling(max_tokens=8, temperature=1.0, seed=8)) != sampled
+    assert [r.text for r in sampled] != [r.text for r in greedy]
+    for results in (greedy, sampled):  # the untrained model never ends its turn in 8 tokens
+        assert [r.finish_reason for r in results] == ["length", "length"]
+        assert all(r.text and r.prompt_tokens > 0 and r.completion_tokens > 0 for r in results)
+    for temperature in (0.0, 1.0):  # one prompt alone (padding in a batch moves an untrained model's argmax)
+        full = local_generate(tiny_handle, convs[:1], Sampling(max_tokens=8, temperature=temperature, seed=7))[0]
+        stop = full.text.split()[-1][-2:]  # late in the reply: the reply before it is not empty
+        stopped = local_generate(tiny_handle, convs[:1], Sampling(max_tokens=8, temperature=temperature, seed=7,
+                                                                  stop=(stop,)))[0]
+        assert stopped.finish_reason == "stop" and stop not in stopped.text
+        assert full.text.startswith(stopped.text) and len(stopped.text) < len(full.text)
+
+
+def test_local_model_names_may_be_plug_in_sources(tmp_path):
+    """load_local_handle registers the plug-ins (the toy world's model source) before it resolves a
+    conf/model name; a fresh interpreter, as `python -m src.collect --local toy_...` starts one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from src import PROJECT_ROOT
+
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    toy = (PROJECT_ROOT / "conf" / "model" / "toy_s.yaml").read_text().replace("${seed}", "0")
+    (tmp_path / "conf" / "model" / "toy_plugin.yaml").write_text(toy)
+    script = textwrap.dedent(f"""
+        import sys
+        import src.models.hf, src.models.sources
+        from src.teacher.clients import load_local_handle
+        assert "src.plugins" not in sys.modules
+        src.models.sources.PROJECT_ROOT = __import__("pathlib").Path({str(tmp_path)!r})
+        src.models.hf.load_handle = lambda cfg, cache_dir, device, trained: cfg  # no pretraining here
+        print(load_local_handle("toy_plugin", "unused", "cpu").toy is not None)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]

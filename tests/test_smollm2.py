@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from src.models import load_handle, model_config_by_name
+from src.models.hf import load_handle
+from src.models.sources import model_config_by_name
 from tests.conftest import CACHE
 
 

@@ -230,17 +230,27 @@ def test_cloze_and_multiple_choice_pick_the_most_likely_value(tmp_path):
                                  {"world": {"n_evaluated": 500}}])
 def test_bad_toy_sections_fail_with_one_line(bad):
     from src.config import ConfigError
+    from src.models.sources import validate_source
 
     with pytest.raises(ConfigError, match="model.toy"):
-        ModelConfig(name="x", toy={**MICRO, **bad}).validate()
+        validate_source(ModelConfig(name="x", toy={**MICRO, **bad}))
 
 
 def _row(model, params, source, tokens, qa, style, cloze=0.95):
-    return {"axes": {"model": model, "data_source": source}, "tokens": {"total": tokens}, "model_parameters": params,
-            "metrics": {"toy_qa/em": qa, "toy_style/style_score": style, "toy_cloze/acc": cloze}}
+    from src.results import Axes, Results, Tokens
+
+    return Results(
+        run_id=f"{model}-{source}-{tokens}", cell=f"{model}/{source}/{tokens}", sweep="toy", experiment="toyworld",
+        axes=Axes(model=model, data_source=source, amount=tokens, amount_label=str(tokens), seed=0),
+        tokens=Tokens(total=tokens, loss_bearing=tokens // 2), model_parameters=params, eval_backend="hf",
+        mode="separate_run" if tokens else "base_model", trained_by=None,
+        metrics={"toy_qa/em": qa, "toy_style/style_score": style, "toy_cloze/acc": cloze}, benchmarks={}, data=None,
+        train=None, timings_s={}, device="cpu", versions={}, config=None)
 
 
 def test_findings_are_computed_from_the_numbers():
+    from dataclasses import replace
+
     from src.toyworld.findings import findings, render
 
     grid = [_row("toy_s", 10, "toy_broad", 0, 0.0, 0.0), _row("toy_s", 10, "toy_local", 0, 0.0, 0.0),
@@ -252,28 +262,30 @@ def test_findings_are_computed_from_the_numbers():
     assert [f.holds for f in findings(grid)] == [True, True, True]
     assert "0.40" in render(findings(grid)) and "0.70" in render(findings(grid))
     # the same grid with the sizes' local results swapped: a stronger base no longer goes further
-    swapped = [dict(r, metrics={**r["metrics"], "toy_qa/em": 0.7 if r["metrics"]["toy_qa/em"] == 0.4 else
-                                0.4 if r["metrics"]["toy_qa/em"] == 0.7 else r["metrics"]["toy_qa/em"]}) for r in grid]
+    swapped = [replace(r, metrics={**r.metrics, "toy_qa/em": 0.7 if r.metrics["toy_qa/em"] == 0.4 else
+                                   0.4 if r.metrics["toy_qa/em"] == 0.7 else r.metrics["toy_qa/em"]}) for r in grid]
     assert [f.holds for f in findings(swapped)] == [True, True, False]
     # broad imitation that unlocks the facts breaks the second finding; slow style breaks the first
-    unlocked = [dict(r, metrics={**r["metrics"], "toy_qa/em": 0.6}) if r["axes"]["data_source"] == "toy_broad"
-                and r["tokens"]["total"] else r for r in grid]
+    unlocked = [replace(r, metrics={**r.metrics, "toy_qa/em": 0.6}) if r.axes.data_source == "toy_broad"
+                and r.tokens.total else r for r in grid]
     assert findings(unlocked)[1].holds is False
-    slow = [dict(r, metrics={**r["metrics"], "toy_style/style_score": 0.1}) if r["tokens"]["total"] == 4000 else r
+    slow = [replace(r, metrics={**r.metrics, "toy_style/style_score": 0.1}) if r.tokens.total == 4000 else r
             for r in grid]
     assert findings(slow)[0].holds is False and "DOES NOT HOLD" in render(findings(slow))
 
 
 def test_an_edited_corpus_is_a_new_cell_and_a_new_base_score_key(monkeypatch):
     """The corpus's templates are code, not config: editing one must not reuse cells or base scores
-    computed on the old base (the cell store and the base-score cache key on ModelConfig.identity)."""
+    computed on the old base (the cell store and the base-score cache key on the model's identity)."""
+    from src.cell import run_id
+    from src.models.sources import model_identity
     from src.toyworld import corpus
     from tests.conftest import run_config
 
     cfg = run_config(["experiment=toyworld", "model=toy_s", "data.amount=4K", "output_dir=/tmp/unused"])
-    before, identity = cfg.run_id(), cfg.model.identity()
+    before, identity = run_id(cfg), model_identity(cfg.model)
     assert identity["toy_weights"]  # a toy model's identity carries its pretraining hash
     monkeypatch.setattr(corpus, "PHRASEBOOK", (*corpus.PHRASEBOOK, "A new sentence."))
-    assert cfg.run_id() != before and cfg.model.identity() != identity
+    assert run_id(cfg) != before and model_identity(cfg.model) != identity
     monkeypatch.undo()
-    assert cfg.run_id() == before
+    assert run_id(cfg) == before

@@ -5,12 +5,15 @@ import dataclasses
 import pytest
 import torch
 
-from src import train as train_module
 from src.config import ConfigError, TrainConfig
 from src.data.packing import PackedRow, collate, pack
 from src.data.template import Rendered
-from src.models import load_model, model_config_by_name
-from src.train import Dist, TrainingDiverged, check_inputs, flops_per_token, step_batches, train
+from src.models.load import load_model
+from src.models.sources import model_config_by_name
+from src.training import loop as train_module
+from src.training.dist import Dist
+from src.training.loop import TrainingDiverged, check_inputs, step_batches, train
+from src.training.throughput import flops_per_token
 from tests.conftest import CACHE, run_config
 
 TINY = ["model=tiny", "output_dir=/tmp/x"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from src.models import load_handle, model_config_by_name
+from src.models.hf import load_handle
+from src.models.sources import model_config_by_name
 from tests.conftest import CACHE
 
 
@@ -27,6 +28,7 @@ class SamplingParams:
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = -1
     stop: list | None = None
     repetition_penalty: float = 1.0
     seed: int | None = None
@@ -72,7 +74,7 @@ def handles():
     saved = sys.modules.get("vllm")
     sys.modules["vllm"] = fake
     try:
-        from src.vllm_handle import VLLMHandle
+        from src.models.vllm import VLLMHandle
 
         yield hf, VLLMHandle("some/checkpoint", hf.tokenizer, hf.format, trained=False, seed=7)
     finally:
@@ -123,7 +125,7 @@ def test_generate_cuts_at_stop_and_reports_finish(handles):
 
 
 def test_missing_vllm_is_a_clear_error(monkeypatch):
-    from src.vllm_handle import VLLMHandle, VLLMMissing
+    from src.models.vllm import VLLMHandle, VLLMMissing
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     with pytest.raises(VLLMMissing, match="pip install vllm"):
@@ -132,13 +134,14 @@ def test_missing_vllm_is_a_clear_error(monkeypatch):
 
 def test_cell_scores_through_vllm_when_asked(handles, tmp_path):
     """eval_backend=vllm: the cell's benchmarks go through the engine, which is handed the base model."""
+    from src.cell import Cell
     from src.pipeline import train_and_eval
     from tests.conftest import run_config
 
     FakeLLM.calls.clear()
     cfg = run_config(["experiment=smoke", "data.amount=0", "eval_backend=vllm", "tracker.mode=disabled",
-                      "benchmark=[nq]", "benchmark.nq.limit=2", f"output_dir={tmp_path}"])
-    results = train_and_eval(cfg)
+                      "benchmark=[nq]", "benchmark.nq.limit=2", f"output_dir={tmp_path}", f"store_dir={tmp_path}"])
+    results = train_and_eval(Cell.of(cfg)).to_dict()
     assert results["eval_backend"] == "vllm" and results["benchmarks"]["nq"]["n"] == 2
     assert len(FakeLLM.calls) == 1 and FakeLLM.calls[0]["dtype"] == cfg.model.dtype
 

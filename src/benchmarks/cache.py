@@ -1,9 +1,10 @@
-"""Base-model scores computed once and reused across a grid.
+"""Base-model scores computed once and reused across a grid (an entry of the store, src/store.py).
 
 Every cell of a grid with data amount 0 evaluates the same untouched base model; its predictions and
 metrics depend only on the model, the benchmark (name, version, every setting), the data files the
-settings point at, the code that scores it, and the numeric setup (dtype, device type). That is the cache key; a hit copies
-predictions.jsonl and metrics.json back instead of evaluating again. Imitation-trained models are never
+settings point at, the code that scores it, and the numeric setup (dtype, device type). That is the
+key; a hit reads predictions.jsonl and metrics.json back instead of evaluating again, and cells that
+ask for the same key at once compute it once (the store's lock). Imitation-trained models are never
 cached (each cell's weights differ).
 """
 
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
-import shutil
-import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
+from src.store import Store
+
+MODELS_PACKAGE = Path(__file__).resolve().parent.parent / "models"  # the backends that produce the outputs
 
 
 def _file_digest(path: Path) -> str:
@@ -40,22 +44,17 @@ def data_digests(settings: Any) -> dict[str, str]:
     return out
 
 
-def code_digest(name: str) -> str:
-    """The benchmark's module and the model handle: an edited prompt or scorer is a new key even where
-    someone forgot to bump the version."""
-    root = Path(__file__).resolve().parent
+def code_digest(code: Sequence[Callable]) -> str:
+    """The modules that define `code` (the benchmark's run function and its helpers), the shared result
+    record and the model backends: an edited prompt or scorer is a new key even where someone forgot
+    to bump the version."""
+    files = {Path(inspect.getsourcefile(obj)) for obj in code}
+    files |= {Path(__file__).with_name("base.py"), *(p for p in MODELS_PACKAGE.glob("*.py"))}
     digest = hashlib.sha256()
-    helpers = {"humaneval": [root / "execution.py"]}  # the sandbox decides what passes
-    for file in (root / f"{name}.py", root / "base.py", root.parent / "models.py", *helpers.get(name, [])):
-        if file.exists():
-            digest.update(file.read_bytes())
+    for file in sorted(files):
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def cache_key(model_identity: dict[str, Any], name: str, settings: Any) -> str:
-    payload = {"model": model_identity, "benchmark": name, "settings": dataclasses.asdict(settings),
-               "data": data_digests(settings), "code": code_digest(name)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def read_result(directory: Path) -> BenchmarkResult:
@@ -68,24 +67,25 @@ def read_result(directory: Path) -> BenchmarkResult:
                            seconds=meta.get("seconds", 0.0))
 
 
-def cached(cache_root: Path, key: str, compute) -> tuple[BenchmarkResult, bool]:
-    """(result, hit): read <cache_root>/<key>/ if a finished copy is there, else compute and store it."""
-    directory = Path(cache_root) / key
-    if (directory / "DONE").exists():
-        return read_result(directory), True
-    result = compute()
-    # a temporary name of this process's own: cells running in parallel may fill the same key
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{key}.", suffix=".tmp"))
-    try:
-        result.write(tmp)
-        (tmp / "DONE").touch()
-        shutil.rmtree(directory, ignore_errors=True)  # an unfinished entry (no DONE) left by a kill
-        try:
-            tmp.rename(directory)  # a half-written entry is never read as finished
-        except OSError:
-            if not (directory / "DONE").exists():  # not another process's finished copy
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result, False
+class BaseScores:
+    """<cache_dir>/benchmarks: one entry per base model x benchmark x settings x data x code."""
+
+    def __init__(self, root: Path):
+        self.store = Store(root)
+
+    def key(self, model_identity: dict[str, Any], name: str, settings: Any, code: Sequence[Callable]) -> str:
+        return self.store.key({"model": model_identity, "benchmark": name, "settings": dataclasses.asdict(settings),
+                               "data": data_digests(settings), "code": code_digest(code)})
+
+    def get_or_compute(self, key: str, compute: Callable[[], BenchmarkResult]) -> tuple[BenchmarkResult, bool]:
+        """(result, hit): the stored entry, or `compute()` stored under `key`."""
+        made: list[BenchmarkResult] = []
+
+        def write(folder: Path) -> None:
+            result = compute()
+            result.settings["base_cache_key"] = key
+            result.write(folder)
+            made.append(result)
+
+        folder, hit = self.store.get_or_make(key, write)
+        return (read_result(folder), True) if hit else (made[0], False)

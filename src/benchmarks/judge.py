@@ -20,14 +20,13 @@ import re
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError
 from src.data.formats.records import JSON_ERRORS, DataError, json_problem
-from src.io import write_json_atomic
+from src.store import Store, cache_root, default_cache_dir
 
 VERSION = 1
 TEMPLATE = (
@@ -55,7 +54,8 @@ class JudgeSettings:
     judge_max_tokens: int = 512
     max_retries: int = 5
     timeout_s: float = 120.0          # per judge request; a slower reply is retried like a 5xx
-    cache_dir: str | None = "~/.cache/imitation-gap/judge"   # null: no judgment cache
+    cache_dir: str | None = field(default_factory=lambda: f"{default_cache_dir()}/judge")  # null: no judgment cache
+    models_cache_dir: str = field(default_factory=default_cache_dir)  # judge=local: where its weights are converted
 
     def validate(self) -> None:
         if self.judge not in {"openai", "local", "self"}:
@@ -153,11 +153,12 @@ def make_judge(settings: JudgeSettings, handle):
     if settings.judge == "local":
         import torch
 
-        from src.models import load_handle, model_config_by_name
+        from src.models.hf import load_handle
+        from src.models.sources import model_config_by_name
 
         cfg = model_config_by_name(settings.model)
-        judge_handle = load_handle(cfg, "~/.cache/imitation-gap", handle.device if handle else torch.device("cpu"),
-                                   trained=True)
+        judge_handle = load_handle(cfg, settings.models_cache_dir,
+                                   handle.device if handle else torch.device("cpu"), trained=True)
         return HandleJudge(judge_handle, settings.judge_max_tokens, f"local:{settings.model}")
     key = os.environ.get(settings.key_env)
     if not key:
@@ -167,22 +168,23 @@ def make_judge(settings: JudgeSettings, handle):
 
 
 class JudgmentCache:
+    """Judge replies in the store (src/store.py) under `directory`, keyed by judge + prompt (the prompt
+    holds both answers in their order); no directory: nothing cached."""
+
     def __init__(self, directory: str | None, identity: str):
-        self.directory = Path(os.path.expanduser(directory)) if directory else None
+        self.store = Store(cache_root(directory)) if directory else None
         self.identity = identity
 
-    def _path(self, prompt: str) -> Path:
-        key = hashlib.sha256(f"{self.identity}\n{prompt}".encode()).hexdigest()
-        return self.directory / key[:2] / f"{key}.json"
+    def _key(self, prompt: str) -> str:
+        return hashlib.sha256(f"{self.identity}\n{prompt}".encode()).hexdigest()
 
     def get(self, prompt: str) -> str | None:
-        if self.directory and self._path(prompt).exists():
-            return json.loads(self._path(prompt).read_text(encoding="utf-8"))["reply"]
-        return None
+        value = self.store.read_json(self._key(prompt)) if self.store else None
+        return value["reply"] if value else None
 
     def put(self, prompt: str, reply: str) -> None:
-        if self.directory:
-            write_json_atomic(self._path(prompt), {"judge": self.identity, "reply": reply})
+        if self.store:
+            self.store.write_json(self._key(prompt), {"judge": self.identity, "reply": reply})
 
 
 def judge_all(judge, cache: JudgmentCache, prompts: list[str]) -> tuple[list[str], int]:

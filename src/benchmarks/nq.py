@@ -7,15 +7,14 @@ exact match and token F1 with SQuAD normalization, maximized over every gold ans
 from __future__ import annotations
 
 import collections
-import json
 import re
 import string
 import time
 from dataclasses import dataclass
 
-from src import resolve_path
 from src.benchmarks.base import BenchmarkResult, use_chat
 from src.config import ConfigError
+from src.data.formats.nq import read_nq
 
 VERSION = 2  # 2: answer extraction from chatty replies; unparsable (empty) outputs counted
 
@@ -86,20 +85,9 @@ def extract_answer(output: str) -> str:
 
 
 def load_nq(path: str) -> list[dict]:
-    full = resolve_path(path)
-    rows = []
-    with open(full, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{full}:{lineno}: invalid JSON: {err.msg}") from err
-            if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), list) or not row["answer"]:
-                raise ValueError(f"{full}:{lineno}: NQ-open lines need 'question' and a non-empty 'answer' list")
-            rows.append(row)
-    return rows
+    """NQ-open rows as {"question", "answer": [str, ...]}, read by src/data/formats/nq.py (a bad line
+    is a DataError naming file and line)."""
+    return [{"question": r.question, "answer": list(r.answers)} for r in read_nq(path)]
 
 
 def build_prompt(question: str, shots: list[dict]) -> str:

@@ -14,7 +14,9 @@ from src.config import ConfigError, format_amount, parse_amount
 from src.data.budget import BudgetError, shuffled, take_budget
 from src.data.sources import DataError, load_source, source_config_by_name
 from src.data.template import IGNORE, chat_format, render
-from src.models import load_tokenizer, model_config_by_name
+from src.models.load import load_tokenizer
+from src.models.sources import model_config_by_name
+from src.store import default_cache_dir
 
 OPEN, CLOSE = "[[", "]]"  # around the tokens that carry a label
 
@@ -42,7 +44,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2_135m", help="a conf/model name (its tokenizer and template)")
     parser.add_argument("--amounts", default="5K,20K", help="comma-separated token budgets")
     parser.add_argument("--seed", type=int, default=0, help="the shuffle seed (data.shuffle_seed)")
-    parser.add_argument("--cache-dir", default="~/.cache/imitation-gap")
+    parser.add_argument("--cache-dir", default=default_cache_dir())
     args = parser.parse_args()
     try:
         source = source_config_by_name(args.source)

@@ -1,9 +1,9 @@
 """prepare: load -> clean -> one seeded shuffle -> template + masks (splitting conversations longer
 than the context at turn boundaries) -> token budget -> pack -> cache.
 
-The cache key covers the source's content, its cleaning settings, the tokenizer, the template, the
-budget and the packing, so a second cell with the same key tokenizes nothing, and any change makes
-a new entry rather than a stale hit.
+The cache (an entry of the store under <cache_dir>/prepared, src/store.py) is keyed by the source's
+content, its cleaning settings, the tokenizer, the template, the budget and the packing, so a second
+cell with the same key tokenizes nothing, and any change makes a new entry rather than a stale hit.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ from src.data.packing import PackedRow, pack, pack_increments, packing_efficienc
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
+from src.stages import reached
+from src.store import Store, cache_root
 
 log = logging.getLogger(__name__)
 PREPARE_VERSION = 1  # bump when the prepared data for the same inputs would change
@@ -59,13 +60,15 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py)."""
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
-    cache = Path(os.path.expanduser(cache_dir)) / "prepared" if cache_dir else None
-    if cache is not None and (hit := _load(cache, key)) is not None:
+    store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
+    if store is not None and (found := store.get(key)) is not None:
+        hit = _load(found)
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
         return hit
 
     conversations, report = load_source(cfg.source)
     log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept, report.dropped)
+    reached("prepare:loaded")
     split = {"conversations_split": 0, "pieces_over_context": 0}
 
     def render_one(messages) -> Rendered:
@@ -106,13 +109,13 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     data = PreparedData(rows=rows, examples=len(taken), total_tokens=sum(len(e.input_ids) for e in taken),
                         loss_tokens=sum(sum(label != IGNORE for label in r.labels) for r in rows),
                         packing_efficiency=packing_efficiency(rows, block_length), template=fmt.name,
-                        load_report=report.as_dict(), split=split, cache="off" if cache is None else "miss",
+                        load_report=report.as_dict(), split=split, cache="off" if store is None else "miss",
                         milestones=milestones)
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
              cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
              block_length, data.packing_efficiency)
-    if cache is not None:
-        _store(cache, key, data)
+    if store is not None:
+        store.get_or_make(key, lambda folder: _write(folder, data))
     return data
 
 
@@ -147,32 +150,25 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
               boundaries: list[int] = ()) -> str:
     source = dataclasses.asdict(cfg.source)
     source.pop("description", None)
-    blob = json.dumps({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source),
-                       "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed, "tokenizer": tokenizer_fingerprint(tokenizer),
-                       "template": fmt.name, "block_length": block_length, "context_length": context_length,
-                       **({"boundaries": list(boundaries)} if boundaries else {})},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return Store.key({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source),
+                      "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed,
+                      "tokenizer": tokenizer_fingerprint(tokenizer), "template": fmt.name,
+                      "block_length": block_length, "context_length": context_length,
+                      **({"boundaries": list(boundaries)} if boundaries else {})})
 
 
-def _store(cache: Path, key: str, data: PreparedData) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
+def _write(folder: Path, data: PreparedData) -> None:
+    """An entry of the store: the rows as flat arrays, and the summary."""
     flat = {name: np.array([t for r in data.rows for t in getattr(r, name)], dtype=np.int32)
             for name in ("input_ids", "labels", "position_ids", "segment_ids")}
     flat["row_lengths"] = np.array([len(r.input_ids) for r in data.rows], dtype=np.int64)
-    tmp = cache / f".{key}.{os.getpid()}.npz"
-    np.savez(tmp, **flat)
-    os.replace(tmp, cache / f"{key}.npz")
-    summary = data.summary() | {"cache": "hit", "milestones": data.milestones}
-    write_json_atomic(cache / f"{key}.json", summary)  # written last: its presence marks a complete entry
+    np.savez(folder / "rows.npz", **flat)
+    write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
 
 
-def _load(cache: Path, key: str) -> PreparedData | None:
-    meta, arrays = cache / f"{key}.json", cache / f"{key}.npz"
-    if not meta.exists() or not arrays.exists():
-        return None
-    summary = json.loads(meta.read_text())
-    with np.load(arrays) as flat:
+def _load(folder: Path) -> PreparedData:
+    summary = json.loads((folder / "summary.json").read_text())
+    with np.load(folder / "rows.npz") as flat:
         bounds = np.concatenate([[0], np.cumsum(flat["row_lengths"])])
         columns = {name: flat[name].tolist() for name in ("input_ids", "labels", "position_ids", "segment_ids")}
     rows = [PackedRow(*(columns[name][a:b] for name in ("input_ids", "labels", "position_ids", "segment_ids")))

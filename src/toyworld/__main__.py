@@ -4,14 +4,12 @@ python -m src.toyworld findings <sweep>      the three findings of a finished gr
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from src.store import default_cache_dir
 from src.toyworld.files import write_files
 from src.toyworld.findings import write_findings
 from src.toyworld.world import WorldSpec
-
-DEFAULT_CACHE = os.environ.get("IMITATION_GAP_CACHE", "~/.cache/imitation-gap")
 
 
 def main() -> None:
@@ -20,7 +18,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     write = sub.add_parser("write", help="write the world's imitation data and benchmark files")
     write.add_argument("--seed", type=int, default=0)
-    write.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    write.add_argument("--cache-dir", default=default_cache_dir())
     write.add_argument("--force", action="store_true", help="rewrite even when the manifest matches")
     found = sub.add_parser("findings", help="state the three findings of a finished grid")
     found.add_argument("root", type=Path)

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 from pathlib import Path
 
 from src.io import write_json_atomic, write_text_atomic
+from src.store import cache_root
 from src.toyworld import teacher
 from src.toyworld.corpus import cloze_prompt
 from src.toyworld.world import BROAD_ATTRIBUTES, EVALUATED_ATTRIBUTES, VALUES, World, WorldSpec, make_world
@@ -28,8 +28,13 @@ MC_CHOICES = 4
 STYLE_ITEMS = 40
 
 
-def data_dir(cache_dir: str, seed: int) -> Path:
-    return Path(os.path.expanduser(cache_dir)) / "toyworld" / "data" / f"seed_{seed}"
+def data_dir(cache_dir: str | None, seed: int) -> Path:
+    return cache_root(cache_dir) / "toyworld" / "data" / f"seed_{seed}"
+
+
+def default_item_path(name: str) -> str:
+    """A benchmark file of seed 0 under the default cache root (the configs name the run's own)."""
+    return str(data_dir(None, 0) / f"{name}.jsonl")
 
 
 def _sharegpt(rows: list[tuple[str, str]], prefix: str) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from src.io import write_json_atomic, write_text_atomic
+from src.results import Results
 
 QA, CLOZE, STYLE = "toy_qa/em", "toy_cloze/acc", "toy_style/style_score"
 STYLE_AT_ONCE = 0.5  # style score the smallest budget must reach (the base has ~0)
@@ -47,19 +48,19 @@ class ModelCurve:
         return cells[0] if cells else None
 
 
-def curves(rows: list[dict]) -> list[ModelCurve]:
+def curves(rows: list[Results]) -> list[ModelCurve]:
     """Per base model, smallest first; base cells of every data source are the same model (any one)."""
     out = []
-    for model in dict.fromkeys(r["axes"]["model"] for r in rows):
-        cells = [r for r in rows if r["axes"]["model"] == model]
-        base = next((r for r in cells if r["tokens"]["total"] == 0), None)
+    for model in dict.fromkeys(r.axes.model for r in rows):
+        cells = [r for r in rows if r.axes.model == model]
+        base = next((r for r in cells if r.tokens.total == 0), None)
         if base is None:
             continue
         by_source: dict[str, list[tuple[int, dict[str, float]]]] = {}
-        for r in sorted(cells, key=lambda r: r["tokens"]["total"]):
-            if r["tokens"]["total"]:
-                by_source.setdefault(r["axes"]["data_source"], []).append((r["tokens"]["total"], r["metrics"]))
-        out.append(ModelCurve(model, base.get("model_parameters") or 0, base["metrics"], by_source))
+        for r in sorted(cells, key=lambda r: r.tokens.total):
+            if r.tokens.total:
+                by_source.setdefault(r.axes.data_source, []).append((r.tokens.total, r.metrics))
+        out.append(ModelCurve(model, base.model_parameters or 0, base.metrics, by_source))
     return sorted(out, key=lambda c: c.parameters)
 
 
@@ -113,7 +114,7 @@ def stronger_base(models: list[ModelCurve]) -> Finding:
                    f"{_f(large.base.get(CLOZE, 0.0))}) (must gain {STRONGER_BY}).")
 
 
-def findings(rows: list[dict]) -> list[Finding]:
+def findings(rows: list[Results]) -> list[Finding]:
     models = curves(rows)
     return [style_at_once(models), broad_vs_local(models), stronger_base(models)]
 
@@ -127,7 +128,7 @@ def render(found: list[Finding]) -> str:
 
 def write_findings(root: Path) -> str:
     """findings.txt and findings.json beside the grid's report; returns the text."""
-    from src.report import load_results
+    from src.report.tables import load_results
 
     found = findings(load_results(root))
     text = render(found)

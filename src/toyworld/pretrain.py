@@ -1,8 +1,9 @@
 """The `pretrain` recipe: a base model trained from scratch on the world's encyclopedia, cached by a
 hash of everything that determines its weights, under <cache_dir>/toyworld/models/.
 
-A model config with a `toy:` section (conf/model/toy_*.yaml) is such a model; src.models loads it
-from the folder `pretrained_dir` returns, training it first when the folder is missing. Same spec,
+A model config with a `toy:` section (conf/model/toy_*.yaml) is such a model: the toy model source
+(src/toyworld/plugin.py) hands src/models the folder `pretrained_dir` returns, training it first
+when it is missing. Same spec,
 same seed, same machine -> the same weights (tests/test_toyworld.py checks it on a micro model).
 """
 
@@ -10,12 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from src.config import ConfigError, ModelConfig, build_dataclass
-from src.io import file_lock, write_json_atomic
+from src.io import write_json_atomic
+from src.store import Store, cache_root, digest
 from src.toyworld.corpus import biographies
 from src.toyworld.files import write_files
 from src.toyworld.tokenizer import build_tokenizer
@@ -83,10 +82,8 @@ def spec_key(cfg: ModelConfig) -> str:
 
     spec = toy_spec(cfg.toy)
     documents = hashlib.sha256("\n".join(biographies(make_world(spec.world), spec.bios_per_entity)).encode())
-    blob = json.dumps({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(spec),
-                       "context_length": cfg.context_length, "vocabulary": vocabulary(),
-                       "corpus": documents.hexdigest()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return digest({"version": PRETRAIN_VERSION, "toy": dataclasses.asdict(spec), "context_length": cfg.context_length,
+                   "vocabulary": vocabulary(), "corpus": documents.hexdigest()}, length=12)
 
 
 def build_model(spec: ToySpec, tokenizer, context_length: int):
@@ -160,23 +157,19 @@ def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Mo
 
 
 def pretrained_dir(cfg: ModelConfig, cache_dir: str) -> Path:
-    """The folder (HF format: model, tokenizer, pretrain.json) of this toy model, trained on first use.
-    The world's data files are written too, so a toy run needs nothing prepared by hand."""
+    """The folder (HF format: model, tokenizer, pretrain.json) of this toy model, trained on first use
+    and kept in the store under <cache_dir>/toyworld/models. The world's data files are written too,
+    so a toy run needs nothing prepared by hand."""
     spec = toy_spec(cfg.toy)
     write_files(spec.world, cache_dir)
     key = spec_key(cfg)  # generates and hashes the whole corpus: once per call
-    target = Path(os.path.expanduser(cache_dir)) / "toyworld" / "models" / f"{cfg.name}-{key}"
-    if (target / "pretrain.json").exists():
-        return target
-    with file_lock(target.with_suffix(".lock")):
-        if (target / "pretrain.json").exists():  # another process trained it meanwhile
-            return target
+
+    def train_and_save(folder: Path) -> None:
         tokenizer = build_tokenizer()
         model, record = pretrain(spec, tokenizer, cfg.context_length)
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / "pretrain.json", {"spec": dataclasses.asdict(spec), "key": key, **record})
-        tmp.rename(target)  # atomic: a half-written model is never mistaken for a finished one
-    return target
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        write_json_atomic(folder / "pretrain.json", {"spec": dataclasses.asdict(spec), "key": key, **record})
+
+    path, _ = Store(cache_root(cache_dir) / "toyworld" / "models").get_or_make(f"{cfg.name}-{key}", train_and_save)
+    return path

@@ -9,11 +9,11 @@ in") + " <value>": the part before the value is the same for every choice, so on
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult, use_chat
 from src.config import ConfigError
-from src.toyworld.files import read_items
+from src.toyworld.files import default_item_path, read_items
 
 VERSION = 1
 
@@ -21,7 +21,7 @@ VERSION = 1
 @dataclass
 class ToyMCSettings:
     version: int = VERSION
-    path: str = "~/.cache/imitation-gap/toyworld/data/seed_0/mc.jsonl"  # written by src.toyworld.files
+    path: str = field(default_factory=lambda: default_item_path("mc"))  # written by src.toyworld.files
     limit: int | None = None
     prompt_format: str = "auto"  # auto: plain for the base model, chat-wrapped after imitation
     batch_size: int = 64

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from src.results import Results
+
 
 def _table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -12,9 +14,9 @@ def _table(header: list[str], body: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def render_page(root: Path, rows: list[dict], results: tuple, gap: tuple, teacher: dict | None,
+def render_page(root: Path, rows: list[Results], results: tuple, gap: tuple, teacher: dict | None,
                 figures: dict[str, str]) -> str:
-    sweeps = sorted({str(r.get("sweep", "")) for r in rows})
+    sweeps = sorted({str(r.sweep) for r in rows})
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>imitation-gap report: {html.escape(', '.join(sweeps))}</title>",

@@ -1,7 +1,7 @@
 """A saved W&B workspace per sweep, laying out the report's panels: for every metric of the grid, a
 scatter of the metric against imitation tokens (log x), plus the training curves.
 
-    python -m src.dashboard multirun/demo          # needs a W&B key (online); `make dashboard SWEEP=...`
+    python -m src.report.dashboard multirun/demo          # needs a W&B key (online); `make dashboard SWEEP=...`
 
 The metrics and the sweep name are read from the grid's results.json files (the local truth); the
 runs are those the cells logged (group = sweep name).
@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from src.report import STYLE_PREFIXES, load_results, metric_names
+from src.report.tables import STYLE_PREFIXES, load_results, metric_names
+from src.results import Results
 from src.tracking import has_wandb_key
 
 
-def build_workspace(rows: list[dict], entity: str, project: str):
+def build_workspace(rows: list[Results], entity: str, project: str):
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
-    sweep = rows[0].get("sweep", "")
+    sweep = rows[0].sweep
     metrics = metric_names(rows)
     tokens = wr.SummaryMetric("tokens/total")
 

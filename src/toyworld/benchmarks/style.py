@@ -4,10 +4,10 @@ only the teacher knows, that open with the teacher's preamble and close with its
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
-from src.toyworld.files import read_items
+from src.toyworld.files import default_item_path, read_items
 from src.toyworld.teacher import has_preamble, has_sign_off
 
 VERSION = 1
@@ -16,7 +16,7 @@ VERSION = 1
 @dataclass
 class ToyStyleSettings:
     version: int = VERSION
-    path: str = "~/.cache/imitation-gap/toyworld/data/seed_0/style.jsonl"  # written by src.toyworld.files
+    path: str = field(default_factory=lambda: default_item_path("style"))  # written by src.toyworld.files
     limit: int | None = None
     max_new_tokens: int = 40  # room for the teacher's longest reply (30 words)
     batch_size: int = 32

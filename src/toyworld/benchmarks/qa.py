@@ -9,10 +9,10 @@ in any form, so a right fact in the wrong format still shows.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
-from src.toyworld.files import read_items
+from src.toyworld.files import default_item_path, read_items
 from src.toyworld.teacher import extract_answer, words
 from src.toyworld.world import VALUES
 
@@ -22,7 +22,7 @@ VERSION = 1
 @dataclass
 class ToyQASettings:
     version: int = VERSION
-    path: str = "~/.cache/imitation-gap/toyworld/data/seed_0/qa.jsonl"  # written by src.toyworld.files
+    path: str = field(default_factory=lambda: default_item_path("qa"))  # written by src.toyworld.files
     limit: int | None = None
     max_new_tokens: int = 24  # the teacher's whole reply is 20 words
     batch_size: int = 32

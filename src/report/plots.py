@@ -1,4 +1,4 @@
-"""The report's figures, each from the list of results.json records of a grid."""
+"""The report's figures, each from the list of results.json records (src/results.py) of a grid."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.io import atomic_path  # noqa: E402
+from src.results import Results  # noqa: E402
 
 
 def _panels(n: int, width: float = 4.8, height: float = 3.6):
@@ -38,26 +39,26 @@ def _save(fig, path: Path, axes=()) -> None:
     plt.close(fig)
 
 
-def _lines(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    lines: dict[tuple[str, str], list[dict]] = {}
+def _lines(rows: list[Results]) -> dict[tuple[str, str], list[Results]]:
+    lines: dict[tuple[str, str], list[Results]] = {}
     for r in rows:
-        lines.setdefault((r["axes"]["model"], r["axes"]["data_source"]), []).append(r)
+        lines.setdefault((r.axes.model, r.axes.data_source), []).append(r)
     return dict(sorted(lines.items()))
 
 
-def plot_scaling(rows: list[dict], metrics: list[str], path: Path, teacher: dict | None = None) -> None:
+def plot_scaling(rows: list[Results], metrics: list[str], path: Path, teacher: dict | None = None) -> None:
     """Metric vs imitation tokens (log x), a line per (model, source); base and teacher dashed."""
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         for index, ((model, source), cells) in enumerate(_lines(rows).items()):
             color = f"C{index}"
-            trained = [c for c in cells if c["tokens"]["total"] > 0 and metric in c["metrics"]]
-            base = [c for c in cells if c["tokens"]["total"] == 0 and metric in c["metrics"]]
+            trained = [c for c in cells if c.tokens.total > 0 and metric in c.metrics]
+            base = [c for c in cells if c.tokens.total == 0 and metric in c.metrics]
             if trained:
-                ax.plot([c["tokens"]["total"] for c in trained], [c["metrics"][metric] for c in trained],
+                ax.plot([c.tokens.total for c in trained], [c.metrics[metric] for c in trained],
                         marker="o", color=color, label=f"{model} + {source}")
             if base:
-                ax.axhline(base[0]["metrics"][metric], color=color, linestyle="--", linewidth=1,
+                ax.axhline(base[0].metrics[metric], color=color, linestyle="--", linewidth=1,
                            label=f"{model} base (0 tokens)")
         if teacher and metric in teacher["metrics"]:
             ax.axhline(teacher["metrics"][metric], color="black", linestyle=":", linewidth=1.2,
@@ -69,24 +70,24 @@ def plot_scaling(rows: list[dict], metrics: list[str], path: Path, teacher: dict
     _save(fig, path, axes)
 
 
-def plot_model_size(rows: list[dict], metrics: list[str], path: Path) -> None:
+def plot_model_size(rows: list[Results], metrics: list[str], path: Path) -> None:
     """Metric vs base-model parameters (log x): the base models and each one's largest imitation cell."""
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
-        by_source: dict[str, dict[str, list[dict]]] = {}
+        by_source: dict[str, dict[str, list[Results]]] = {}
         for r in rows:
-            if metric in r["metrics"] and r.get("model_parameters"):
-                by_source.setdefault(r["axes"]["data_source"], {}).setdefault(r["axes"]["model"], []).append(r)
+            if metric in r.metrics and r.model_parameters:
+                by_source.setdefault(r.axes.data_source, {}).setdefault(r.axes.model, []).append(r)
         for index, (source, models) in enumerate(sorted(by_source.items())):
-            base = sorted((c for cells in models.values() for c in cells if c["tokens"]["total"] == 0),
-                          key=lambda c: c["model_parameters"])
-            largest = sorted((max(cells, key=lambda c: c["tokens"]["total"]) for cells in models.values()
-                              if any(c["tokens"]["total"] > 0 for c in cells)), key=lambda c: c["model_parameters"])
+            base = sorted((c for cells in models.values() for c in cells if c.tokens.total == 0),
+                          key=lambda c: c.model_parameters)
+            largest = sorted((max(cells, key=lambda c: c.tokens.total) for cells in models.values()
+                              if any(c.tokens.total > 0 for c in cells)), key=lambda c: c.model_parameters)
             if base:
-                ax.plot([c["model_parameters"] for c in base], [c["metrics"][metric] for c in base], marker="s",
+                ax.plot([c.model_parameters for c in base], [c.metrics[metric] for c in base], marker="s",
                         linestyle="--", color=f"C{index}", label=f"base models ({source} grid)")
             if largest:
-                ax.plot([c["model_parameters"] for c in largest], [c["metrics"][metric] for c in largest],
+                ax.plot([c.model_parameters for c in largest], [c.metrics[metric] for c in largest],
                         marker="o", color=f"C{index}", label=f"+ largest {source} budget")
         ax.set_xscale("log")
         ax.set_title(metric)
@@ -95,20 +96,20 @@ def plot_model_size(rows: list[dict], metrics: list[str], path: Path) -> None:
     _save(fig, path, axes)
 
 
-def plot_style_vs_substance(rows: list[dict], style_metric: str, substance: list[str], path: Path) -> None:
+def plot_style_vs_substance(rows: list[Results], style_metric: str, substance: list[str], path: Path) -> None:
     """Each cell as a point: style (x) against a capability benchmark (y). Imitation moves points right;
     the study's finding is that they do not move up."""
     fig, axes = _panels(len(substance))
     for ax, metric in zip(axes, substance, strict=True):
         for index, ((model, source), cells) in enumerate(_lines(rows).items()):
-            cells = [c for c in cells if style_metric in c["metrics"] and metric in c["metrics"]]
+            cells = [c for c in cells if style_metric in c.metrics and metric in c.metrics]
             if not cells:
                 continue
-            xs = [c["metrics"][style_metric] for c in cells]
-            ys = [c["metrics"][metric] for c in cells]
+            xs = [c.metrics[style_metric] for c in cells]
+            ys = [c.metrics[metric] for c in cells]
             ax.plot(xs, ys, marker="o", color=f"C{index}", label=f"{model} + {source}")
             for c, x, y in zip(cells, xs, ys, strict=True):
-                ax.annotate(c["axes"]["amount_label"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                ax.annotate(c.axes.amount_label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(style_metric)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} vs {style_metric}")

@@ -190,9 +190,9 @@ class HttpTeacher:
 class LocalTeacher:
     """A local model (config name or checkpoint dir) answering in batches; greedy at temperature 0."""
 
-    def __init__(self, model: str, cache_dir: str = "~/.cache/imitation-gap", batch_size: int = 8,
+    def __init__(self, model: str, cache_dir: str | None = None, batch_size: int = 8,
                  device: str = "auto"):
-        from src.models import pick_device
+        from src.models.load import pick_device
 
         self.handle = load_local_handle(model, cache_dir, pick_device(device))
         self.name = model
@@ -219,8 +219,10 @@ def load_local_handle(model: str, cache_dir: str, device):
     """A conf/model name, or a directory holding a Hugging Face checkpoint (e.g. a trained cell's)."""
     from pathlib import Path
 
+    import src.plugins  # noqa: F401  plug-in model sources (the toy world's toy_*) register on import
     from src.config import ModelConfig
-    from src.models import load_handle, model_config_by_name
+    from src.models.hf import load_handle
+    from src.models.sources import model_config_by_name
 
     if Path(model).expanduser().is_dir():
         path = Path(model).expanduser().resolve()
@@ -231,54 +233,28 @@ def load_local_handle(model: str, cache_dir: str, device):
 
 
 def local_generate(handle, conversations: Sequence[Sequence[dict]], sampling: Sampling) -> list[ChatResult]:
-    """One batch of chat completions from a ModelHandle: greedy via handle.generate, or sampled."""
+    """One batch of chat completions from a ModelHandle (handle.generate): greedy at temperature 0,
+    else sampled, repeatably for one seed. Replies are cut at the first stop string; a reply ended by
+    EOS or a stop string is finish_reason "stop", one cut off by max_tokens "length"."""
     from src.data.conversation import Message
     from src.data.template import bos_prefix
-    from src.models import cut_at_stop
 
     tok = handle.tokenizer
     prompts = [handle.format.generation_prompt([Message(m["role"], m["content"]) for m in conv])
                for conv in conversations]
     prefix = bos_prefix(tok, handle.format)
     prompt_tokens = [len(prefix) + len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-    if sampling.temperature <= 0:
-        finished: list[bool] = []
-        texts = handle.generate(prompts, sampling.max_tokens, stop=sampling.stop, batch_size=len(prompts),
-                                chat=True, desc="teacher", finished=finished)
-    else:
-        texts, finished = _sample(handle, prompts, prefix, sampling)
+    sampled = {}
+    if sampling.temperature > 0:
+        # top_k=50: sampled replies have always come from HF generate's default top-k of 50;
+        # handle.generate's own default (top_k=0) would sample from the whole vocabulary.
+        sampled = {"temperature": sampling.temperature, "seed": sampling.seed, "top_k": 50}
+    finished: list[bool] = []
+    texts = handle.generate(prompts, sampling.max_tokens, stop=sampling.stop, batch_size=len(prompts),
+                            chat=True, desc="teacher", finished=finished, **sampled)
     results = []
-    for text, done, n_prompt in zip(texts, finished, prompt_tokens, strict=True):
-        text = cut_at_stop(text, sampling.stop)
+    for text, done, n_prompt in zip(texts, finished, prompt_tokens, strict=True):  # texts: cut at stop
         results.append(ChatResult(text=text.strip(), prompt_tokens=n_prompt,
                                   completion_tokens=len(tok(text, add_special_tokens=False)["input_ids"]),
                                   finish_reason="stop" if done else "length"))
     return results
-
-
-def _sample(handle, prompts: list[str], prefix: list[int], sampling: Sampling) -> tuple[list[str], list[bool]]:
-    import torch
-
-    tok = handle.tokenizer
-    tok.padding_side = "left"
-    encoded = [prefix + tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), tok.pad_token_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        attention[row, width - len(ids):] = 1
-    torch.manual_seed(sampling.seed)
-    with torch.no_grad():
-        out = handle.model.generate(
-            input_ids=input_ids.to(handle.device), attention_mask=attention.to(handle.device),
-            max_new_tokens=sampling.max_tokens, do_sample=True, temperature=sampling.temperature,
-            pad_token_id=tok.pad_token_id)
-    texts, finished = [], []
-    for row in range(len(encoded)):
-        new = out[row, width:]
-        text = tok.decode(new, skip_special_tokens=True)
-        texts.append(text)
-        cut = any(s in text for s in sampling.stop)
-        finished.append(bool((new == tok.eos_token_id).any()) or cut)
-    return texts, finished

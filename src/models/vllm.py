@@ -1,6 +1,6 @@
-"""The benchmark side of a model (ModelHandle's interface) over a vLLM engine: for GPU users with many
-cells to score. Optional: `eval_backend=vllm` needs `pip install vllm` on a CUDA machine; the default
-`hf` backend (src/models.ModelHandle) runs everywhere.
+"""The vLLM backend: the Backend protocol over a vLLM engine, for GPU users with many cells to score.
+Optional: `eval_backend=vllm` needs `pip install vllm` on a CUDA machine; the default `hf` backend
+(src/models/hf.py) runs everywhere.
 
 Prompts go to vLLM as token ids encoded exactly as ModelHandle encodes them (chat prompts rendered by
 the chat format, BOS only where the format wants one), so both backends score the same tokens.
@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from src.data.template import ChatFormat
-from src.models import chat_prompt, cut_at_stop, encode_prompt, split_requests
+from src.models.backend import BACKENDS, ModelWeights
+from src.models.load import count_parameters
+from src.models.prompts import chat_prompt, cut_at_stop, encode_prompt, split_requests
 
 
 class VLLMMissing(RuntimeError):
@@ -33,9 +37,15 @@ class VLLMHandle:
         self.format = fmt
         self.trained = trained
         self.device = "vllm"
+        self.model_path = model_path
         # prefix caching: k-shot blocks and MMLU's answer letters share long prompt prefixes
         self.llm = LLM(model=str(model_path), tokenizer=str(model_path), dtype=dtype, seed=seed,
                        gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True)
+
+    @property
+    def n_parameters(self) -> int:
+        """Of the weights the engine loaded, counted without a second copy (src/models/load.py)."""
+        return count_parameters(self.model_path)
 
     # the same prompt rendering and encoding as ModelHandle
     def chat_prompt(self, user_text: str) -> str:
@@ -52,9 +62,11 @@ class VLLMHandle:
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = (),
                  batch_size: int = 8, chat: bool = False, desc: str = "generate",
                  repetition_penalty: float = 1.0, finished: list[bool] | None = None,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> list[str]:
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 top_k: int = 0) -> list[str]:
         """As ModelHandle.generate; vLLM batches by itself (batch_size is ignored)."""
         params = self._sampling(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                top_k=top_k if top_k > 0 else -1,  # vLLM's "no top-k" is -1
                                 stop=list(stop) or None, repetition_penalty=repetition_penalty, seed=seed)
         requests = [{"prompt_token_ids": self.encode(p, chat)} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=True)
@@ -90,3 +102,13 @@ class VLLMHandle:
         k = len(token_ids)
         return [[rows[i * k + j][-1][token].logprob for j, token in enumerate(token_ids)]
                 for i in range(len(prompts))]
+
+
+def open_vllm(weights: ModelWeights, tokenizer, fmt: ChatFormat, device: torch.device) -> VLLMHandle:
+    """vLLM loads the weights itself: the checkpoint this cell trained, or the base model's source."""
+    location = weights.location()
+    weights.release()
+    return VLLMHandle(location, tokenizer, fmt, weights.trained, dtype=weights.base.dtype, seed=weights.seed)
+
+
+BACKENDS.register("vllm", open_vllm)

@@ -22,22 +22,26 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.io import write_text_atomic
-from src.plots import plot_model_size, plot_scaling, plot_style_vs_substance
-from src.report_html import render_page
+from src.report.html import render_page
+from src.report.plots import plot_model_size, plot_scaling, plot_style_vs_substance
+from src.results import Results
 
 STYLE_METRICS = ["judge/win_rate", "style/style_score", "toy_style/style_score"]  # the first present is the x of style-vs-substance
 STYLE_PREFIXES = ("style/", "judge/", "toxicity/", "toy_style/")
 
 
-def load_results(root: Path) -> list[dict]:
+def load_results(root: Path) -> list[Results]:
+    """Every results.json under root (any schema version), by model size, model, source and tokens. A file
+    that is not JSON, or is JSON but not a results record, is skipped with a warning naming it."""
     rows = []
     for path in sorted(root.rglob("results.json")):
         try:
-            rows.append(json.loads(path.read_text(encoding="utf-8")) | {"_path": str(path)})
-        except json.JSONDecodeError as err:
+            rows.append(Results.read(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             print(f"warning: skipping unreadable {path}: {err}", file=sys.stderr)
-    rows.sort(key=lambda r: (r.get("model_parameters") or 0, r["axes"]["model"], r["axes"]["data_source"],
-                             r["tokens"]["total"]))
+        except (KeyError, TypeError, AttributeError) as err:  # valid JSON, but not the fields of a record
+            print(f"warning: skipping {path}: not a results record ({type(err).__name__}: {err})", file=sys.stderr)
+    rows.sort(key=lambda r: (r.model_parameters or 0, r.axes.model, r.axes.data_source, r.tokens.total))
     return rows
 
 
@@ -51,27 +55,26 @@ def load_teacher(path: Path | None) -> dict | None:
     return {"name": str(data.get("name", path.stem)), "metrics": {k: float(v) for k, v in data["metrics"].items()}}
 
 
-def metric_names(rows: list[dict]) -> list[str]:
+def metric_names(rows: list[Results]) -> list[str]:
     names: list[str] = []
     for row in rows:
-        names += [k for k in row["metrics"] if k not in names]
+        names += [k for k in row.metrics if k not in names]
     return names
 
 
-def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+def table(rows: list[Results]) -> tuple[list[str], list[list[str]]]:
     metrics = metric_names(rows)
     header = ["model", "source", "amount", "tokens", "loss_tokens", "train_s", *metrics]
     body = []
     for r in rows:
-        values = [f"{r['metrics'][m]:.3f}" if m in r["metrics"] else "-" for m in metrics]
-        train_s = (r.get("timings_s") or {}).get("train_s")
-        body.append([r["axes"]["model"], r["axes"]["data_source"], r["axes"]["amount_label"],
-                     str(r["tokens"]["total"]), str(r["tokens"]["loss_bearing"]),
-                     f"{train_s:.0f}" if train_s is not None else "-", *values])
+        values = [f"{r.metrics[m]:.3f}" if m in r.metrics else "-" for m in metrics]
+        train_s = (r.timings_s or {}).get("train_s")
+        body.append([r.axes.model, r.axes.data_source, r.axes.amount_label, str(r.tokens.total),
+                     str(r.tokens.loss_bearing), f"{train_s:.0f}" if train_s is not None else "-", *values])
     return header, body
 
 
-def gap_closed(rows: list[dict], teacher: dict | None) -> tuple[list[str], list[list[str]]]:
+def gap_closed(rows: list[Results], teacher: dict | None) -> tuple[list[str], list[list[str]]]:
     """(imitation - base) / (teacher - base) for every trained cell and every metric the teacher has.
     1 = the whole gap closed, 0 = no change, < 0 = imitation made it worse."""
     if not teacher:
@@ -80,17 +83,17 @@ def gap_closed(rows: list[dict], teacher: dict | None) -> tuple[list[str], list[
     header = ["model", "source", "amount", *metrics]
     body = []
     for r in rows:
-        if r["tokens"]["total"] == 0:
+        if r.tokens.total == 0:
             continue
-        base = next((b for b in rows if b["tokens"]["total"] == 0 and b["axes"]["model"] == r["axes"]["model"]), None)
+        base = next((b for b in rows if b.tokens.total == 0 and b.axes.model == r.axes.model), None)
         values = []
         for m in metrics:
-            if base is None or m not in base["metrics"] or m not in r["metrics"]:
+            if base is None or m not in base.metrics or m not in r.metrics:
                 values.append("-")
                 continue
-            gap = teacher["metrics"][m] - base["metrics"][m]
-            values.append(f"{(r['metrics'][m] - base['metrics'][m]) / gap:+.2f}" if abs(gap) > 1e-12 else "n/a")
-        body.append([r["axes"]["model"], r["axes"]["data_source"], r["axes"]["amount_label"], *values])
+            gap = teacher["metrics"][m] - base.metrics[m]
+            values.append(f"{(r.metrics[m] - base.metrics[m]) / gap:+.2f}" if abs(gap) > 1e-12 else "n/a")
+        body.append([r.axes.model, r.axes.data_source, r.axes.amount_label, *values])
     return header, body
 
 
@@ -124,7 +127,7 @@ def report(root: Path, out: Path | None = None, teacher_path: Path | None = None
     figures = {"scaling.png": "Each metric against imitation tokens. Dashed: the base model (0 tokens); "
                               "dotted: the teacher."}
     plot_scaling(rows, metrics, out / "scaling.png", teacher)
-    if len({r["axes"]["model"] for r in rows}) > 1:
+    if len({r.axes.model for r in rows}) > 1:
         plot_model_size(rows, [m for m in metrics if not m.startswith(STYLE_PREFIXES)], out / "model_size.png")
         figures["model_size.png"] = "Each capability metric against base-model size."
     style = next((m for m in STYLE_METRICS if m in metrics), None)

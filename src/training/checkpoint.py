@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from src.io import replace_dir
+from src.stages import reached
+
 _STEP = re.compile(r"^step-(\d+)$")
 
 
@@ -57,7 +60,8 @@ def save(state_dir: Path, step: int, dist, write_rank0, write_collective=None) -
         write_rank0(tmp)
     dist.barrier()
     if dist.main:
-        tmp.rename(final)
+        replace_dir(tmp, final)
+        reached("train:state-saved")
         for old in state_dir.iterdir():  # keep only the newest state: optimizer states are large
             if old != final and (_STEP.match(old.name) or old.name.startswith(".tmp-step-")):
                 shutil.rmtree(old, ignore_errors=True)

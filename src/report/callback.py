@@ -10,14 +10,14 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src import resolve_path
-from src.cells import failed_cells
+from src.results import failed_cells
 
 log = logging.getLogger(__name__)
 
 
 class ReportOnMultirunEnd(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from src.report import report
+        from src.report.tables import report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         teacher = config.get("report_teacher")

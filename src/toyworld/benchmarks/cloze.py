@@ -6,11 +6,11 @@ prompt, plain text (never chat-wrapped), so base and imitation models are probed
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
 from src.config import ConfigError
-from src.toyworld.files import read_items
+from src.toyworld.files import default_item_path, read_items
 
 VERSION = 1
 
@@ -18,7 +18,7 @@ VERSION = 1
 @dataclass
 class ToyClozeSettings:
     version: int = VERSION
-    path: str = "~/.cache/imitation-gap/toyworld/data/seed_0/cloze.jsonl"  # written by src.toyworld.files
+    path: str = field(default_factory=lambda: default_item_path("cloze"))  # written by src.toyworld.files
     limit: int | None = None
     batch_size: int = 64
 

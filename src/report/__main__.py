@@ -1,0 +1,3 @@
+from src.report.tables import main
+
+main()
