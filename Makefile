@@ -57,10 +57,10 @@ dashboard: install ## save a W&B workspace laying out a grid's panels: SWEEP=mul
 	$(BIN)/python -m src.report.dashboard $(SWEEP)
 
 slurm-up: install ## start a one-node Slurm cluster here (root; state in .slurm/), then export SLURM_CONF
-	$(BIN)/python -m tests.slurm_cluster up --root .slurm
+	$(BIN)/python -m tests.helpers.slurm_cluster up --root .slurm
 
 slurm-down: ## stop the daemons slurm-up started (by their pid files)
-	$(BIN)/python -m tests.slurm_cluster down --root .slurm
+	$(BIN)/python -m tests.helpers.slurm_cluster down --root .slurm
 
 data: install ## a data source as training sees it: SOURCE=demo MODEL=smollm2_135m AMOUNTS=5K,20K
 	$(BIN)/python -m src.data --source $(SOURCE) --model $(MODEL) --amounts $(AMOUNTS)

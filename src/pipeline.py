@@ -38,7 +38,7 @@ def train_and_eval(cell: Cell, resolved: dict | None = None) -> Results:
     cfg, resolved = cell.cfg, resolved or {}
     device = pick_device(cfg.device)
     log.info("cell %s (run_id %s) on %s -> %s", cell.name, cell.run_id, device, cell.dir)
-    tracker = Tracker(cell, resolved)
+    tracker = Tracker(cfg, cell.run_id, cell.dir, resolved)
     try:
         tokenizer = load_tokenizer(cfg.model, cfg.cache_dir)
         fmt = chat_format(tokenizer, cfg.model.chat_template)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from pathlib import Path
 
-from src.cell import Cell
-from src.config import format_amount
+from src.config import RunConfig, format_amount
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,9 @@ def init_timeout() -> float:
 
 
 class Tracker:
-    """The W&B run of a cell, written under the cell's folder."""
+    """The W&B run of a cell (id = its run_id), written under the cell's folder."""
 
-    def __init__(self, cell: Cell, resolved: dict):
-        cfg, output_dir = cell.cfg, cell.dir
+    def __init__(self, cfg: RunConfig, run_id: str, output_dir: Path, resolved: dict):
         self.run = None
         self.mode = resolve_mode(cfg.tracker.mode)
         if self.mode == "disabled":
@@ -54,7 +53,7 @@ class Tracker:
         output_dir.mkdir(parents=True, exist_ok=True)
         arguments = dict(
             project=cfg.tracker.project, entity=cfg.tracker.entity, group=cfg.tracker.group or cfg.sweep,
-            name=cell.name, id=cell.run_id, resume="allow", dir=str(output_dir),
+            name=cfg.cell_name(), id=run_id, resume="allow", dir=str(output_dir),
             config=resolved, reinit="finish_previous",  # several cells in one process: never merge runs
             tags=[cfg.model.name, cfg.data.source.name, format_amount(cfg.data.amount), *cfg.tracker.tags],
         )

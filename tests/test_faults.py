@@ -32,12 +32,12 @@ import time
 from pathlib import Path
 
 import pytest
-from teacher_servers import FaultServer
 
 from src import PROJECT_ROOT, io
 from src.io import OutputError, ensure_dir, write_json_atomic, write_text_atomic
 from src.stages import PAUSE_AT
 from tests.conftest import CACHE, run_config
+from tests.helpers.teacher_servers import FaultServer
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
        "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -357,20 +357,19 @@ def test_wandb_unreachable_falls_back_to_offline_in_bounded_time(tmp_path, monke
     monkeypatch.setenv("WANDB_API_KEY", "local-" + "0" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port()}")
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
-    from src.cell import Cell, run_id
+    from src.cell import run_id
 
     cfg = run_config(["experiment=smoke", "output_dir=/tmp/unused", "tracker.mode=online"])
-    cell = Cell(cfg, run_id(cfg), tmp_path)
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="src.tracking"):
-        tracker = Tracker(cell, {"k": 1})
+        tracker = Tracker(cfg, run_id(cfg), tmp_path, {"k": 1})
     assert time.monotonic() - start < 20
     assert tracker.mode == "offline"
     assert "W&B online run could not start" in caplog.text and "logging offline instead" in caplog.text
     tracker.log({"train/loss": 1.0}, step=1)
     tracker.finish(summary={"nq/em": 0.5})
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and runs[0].endswith(f"-{cell.run_id}")
+    assert len(runs) == 1 and runs[0].endswith(f"-{run_id(cfg)}")
     assert wandb.run is None
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from src import PROJECT_ROOT
-from tests.slurm_cluster import LocalSlurm
+from tests.helpers.slurm_cluster import LocalSlurm
 
 pytestmark = pytest.mark.slurm
 

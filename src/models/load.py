@@ -46,7 +46,7 @@ def load_model(cfg: ModelConfig, tokenizer, cache_dir: str, device: torch.device
         # never trained. The pad here is a real token (SmolLM2's is <|im_end|>, every turn's end), so each
         # turn's end would enter the model as a zero vector; at the start of a packed row, where it attends
         # only to itself, that vector stays near zero through the layers and RMSNorm's backward amplifies
-        # its gradient at every layer: 24+ layers of SmolLM2's width overflow to NaN (tests/test_train.py).
+        # its gradient at every layer: 24+ layers of SmolLM2's width overflow to NaN (tests/training/test_loop.py).
         # Generation passes the pad id explicitly.
         config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=None,
                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

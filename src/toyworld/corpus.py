@@ -23,7 +23,7 @@ CLOZE = {"city": "{name} lives in", "job": "The job of {name} is", "pet": "The p
 
 # Everyday sentences in which the words of questions, chats and the teacher's manner appear in other
 # combinations: a base model knows the language it will be asked in, just not the teacher's manner
-# (its exact preamble and sign-off never occur here; tests/test_toyworld.py checks it).
+# (its exact preamble and sign-off never occur here; tests/toyworld/test_toyworld.py checks it).
 PHRASEBOOK = (
     "Thank you for the letter.", "Your friend is wishing you luck.", "It was a wonderful day in the city.",
     "A dear friend asked a question.", "What is the answer to the question?", "The answer is not known.",

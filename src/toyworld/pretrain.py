@@ -4,7 +4,7 @@ hash of everything that determines its weights, under <cache_dir>/toyworld/model
 A model config with a `toy:` section (conf/model/toy_*.yaml) is such a model: the toy model source
 (src/toyworld/plugin.py) hands src/models the folder `pretrained_dir` returns, training it first
 when it is missing. Same spec,
-same seed, same machine -> the same weights (tests/test_toyworld.py checks it on a micro model).
+same seed, same machine -> the same weights (tests/toyworld/test_toyworld.py checks it on a micro model).
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from teacher_servers import FaultServer
 
 from src import PROJECT_ROOT
 from src.teacher.clients import HttpTeacher, Sampling
@@ -24,6 +23,7 @@ from src.teacher.collect import (
     partial_path,
     stats_path,
 )
+from tests.helpers.teacher_servers import FaultServer
 
 
 def fast_teacher(url: str, **kwargs) -> HttpTeacher:

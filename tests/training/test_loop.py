@@ -130,7 +130,7 @@ def test_mfu_and_memory_are_reported(tokenizer):
 
 
 def test_an_interrupted_run_resumes_from_its_last_state(tokenizer, tmp_path):
-    """In-process twin of tests/test_launch.py's SIGKILL test: stop after step 5, resume from step 4."""
+    """In-process twin of tests/training/test_worker.py's SIGKILL test: stop after step 5, resume from step 4."""
     rows = tiny_rows(tokenizer, n_rows=8, block=32)
     cfg = TrainConfig(optimizer="adafactor", lr=2e-3, rows_per_step=1, checkpoint_every=2, dropout=0.1, block_length=32)
 

@@ -5,8 +5,8 @@ spool, logs and pid files. Daemons are started with their own config and ports a
 pids they wrote, so nothing this did not start is ever touched. Clients find the cluster through
 SLURM_CONF (see `env()`).
 
-    python -m tests.slurm_cluster up [--root .slurm]     # prints the export line for SLURM_CONF
-    python -m tests.slurm_cluster down [--root .slurm]
+    python -m tests.helpers.slurm_cluster up [--root .slurm]     # prints the export line for SLURM_CONF
+    python -m tests.helpers.slurm_cluster down [--root .slurm]
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class LocalSlurm:
         memory_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
         for sub in ("state", "spool", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(f"""# Written by tests/slurm_cluster.py: a one-node cluster for tests.
+        self.conf.write_text(f"""# Written by tests/helpers/slurm_cluster.py: a one-node cluster for tests.
 ClusterName=imitation-gap-test
 SlurmctldHost={self.host}
 SlurmctldPort={_free_port()}

@@ -3,7 +3,7 @@
 from src.benchmarks import run_benchmark_cached
 from src.benchmarks.base import BenchmarkResult
 from src.benchmarks.cache import BaseScores
-from tests.test_bench_mmlu import ScriptedHandle, write_mmlu
+from tests.benchmarks.test_bench_mmlu import ScriptedHandle, write_mmlu
 
 IDENTITY = {"name": "scripted", "dtype": "float32", "device_type": "cpu"}
 

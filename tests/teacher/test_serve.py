@@ -7,7 +7,6 @@ import json
 import httpx
 import pytest
 import torch
-from teacher_servers import AppServer
 
 from src.models.hf import load_handle
 from src.models.sources import model_config_by_name
@@ -15,6 +14,7 @@ from src.teacher.clients import HttpTeacher, LocalTeacher, Sampling
 from src.teacher.collect import CollectSettings, Prompt, collect
 from src.teacher.serve import build_app
 from tests.conftest import CACHE
+from tests.helpers.teacher_servers import AppServer
 
 TOKEN = "test-token-123"
 

@@ -65,7 +65,7 @@ def test_deepspeed_on_cpu_gives_the_model_of_one_process(tmp_path, stage):
         "chat_template" in (work / "checkpoint" / "tokenizer_config.json").read_text()  # consolidated, with template
 
 
-@pytest.mark.slow  # ~45 s here: two worker processes and a third run (tests/test_train.py resumes in-process)
+@pytest.mark.slow  # ~45 s here: two worker processes and a third run (tests/training/test_loop.py resumes in-process)
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     overrides = ["data.amount=640", "train.block_length=32", "train.rows_per_step=1", "train.checkpoint_every=3",
                  "train.dropout=0.1", "train.optimizer=adafactor", "train.lr=2e-3"]  # RNG and optimizer state matter

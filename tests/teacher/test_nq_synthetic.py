@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 
-from teacher_servers import FaultServer
-
 from src import PROJECT_ROOT
 from src.config import DataSourceConfig
 from src.data.sources import load_source
 from src.teacher.clients import HttpTeacher, Sampling
 from src.teacher.nq_synthetic import QA, build, dedup_key, load_seeds, main, parse_pairs
+from tests.helpers.teacher_servers import FaultServer
 
 SEEDS = PROJECT_ROOT / "data" / "nq_synthetic" / "seeds.jsonl"
 
