@@ -24,7 +24,7 @@ from src.config import format_amount
 from src.data.template import chat_format
 from src.models.backend import Backend, open_backend
 from src.models.load import load_tokenizer, pick_device
-from src.models.sources import model_identity
+from src.models.sources import model_identity, source_of
 from src.results import Axes, BenchmarkRecord, Results, Tokens
 from src.stages import reached
 from src.store import cache_root
@@ -76,7 +76,7 @@ def evaluate(cell: Cell, backend: Backend, device: torch.device, tracker: Tracke
     cfg, scores = cell.cfg, Scores()
     # the base model's scores are shared by every amount-0 cell of a grid (and across grids)
     base_scores = None if cfg.force else BaseScores(cache_root(cfg.cache_dir) / "benchmarks")
-    identity = {**model_identity(cfg.model), "seed": cfg.seed if cfg.model.init else None,
+    identity = {**model_identity(cfg.model), "seed": cfg.seed if source_of(cfg.model).random_init else None,
                 "device_type": device.type, "backend": cfg.eval_backend}
     for name, raw in cfg.benchmark.items():
         clock = time.perf_counter()
