@@ -84,7 +84,9 @@ def evaluate(cell: Cell, backend: Backend, device: torch.device, tracker: Tracke
         if done is not None:
             log.info("%s was scored earlier: reusing %s", name, cell.benchmark_dir(name) / "metrics.json")
             scores.metrics.update({f"{name}/{key}": value for key, value in done["metrics"].items()})
-            scores.benchmarks[name] = BenchmarkRecord(done["version"], done["settings"], done["n"])
+            scores.benchmarks[name] = BenchmarkRecord(done["version"], done["settings"], done["n"],
+                                                      uncertainty=done.get("uncertainty") or {},
+                                                      items=done.get("items"))
             continue
         reached(f"eval:{name}:start")
         result, hit = run_benchmark_cached(name, raw, backend, base_scores, identity)
@@ -92,7 +94,9 @@ def evaluate(cell: Cell, backend: Backend, device: torch.device, tracker: Tracke
         result.write(cell.benchmark_dir(name))
         tracker.log_predictions(name, result.predictions, cfg.tracker.predictions_cap)
         scores.metrics.update({f"{name}/{key}": value for key, value in result.metrics.items()})
-        scores.benchmarks[name] = BenchmarkRecord(result.version, result.settings, len(result.predictions), hit)
+        scores.benchmarks[name] = BenchmarkRecord(result.version, result.settings, len(result.predictions), hit,
+                                                  uncertainty=result.uncertainty,
+                                                  items=result.items.to_dict() if result.items else None)
         scores.timings[f"eval_{name}_s"] = time.perf_counter() - clock
         log.info("%s: %s", name, {k: round(v, 4) for k, v in result.metrics.items()})
     return scores

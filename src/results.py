@@ -16,7 +16,7 @@ from typing import Any
 
 from src.io import write_json_atomic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: benchmarks carry uncertainty and per-item outcomes
 TOKENS_DEFINITION = "tokens of the formatted conversations under the base model's tokenizer"
 
 
@@ -44,6 +44,10 @@ class BenchmarkRecord:
     settings: dict[str, Any]
     n: int
     from_base_cache: bool | None = None  # None: reused from this cell's earlier run (not recorded then)
+    # metric -> {"stderr", "ci95": [low, high], "n", "method"} (src/benchmarks/uncertainty.py); a file
+    # written before these existed reads as {} / None: the report shows its intervals as unknown
+    uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, Any] | None = None  # the per-item outcomes (ItemOutcomes.to_dict()), for paired tests
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -95,6 +99,13 @@ class Results:
 
     def write(self, path: Path) -> None:
         write_json_atomic(path, self.to_dict())
+
+    def uncertainty(self, key: str) -> dict[str, Any] | None:
+        """The uncertainty of metric '<benchmark>/<metric>'; None when unknown (an older file)."""
+        name, _, metric = key.partition("/")
+        record = self.benchmarks.get(name)
+        entry = record.uncertainty.get(metric) if record and isinstance(record.uncertainty, dict) else None
+        return entry if isinstance(entry, dict) else None
 
     def summary(self) -> dict[str, float]:
         """What W&B's run summary shows: every metric under its stable key, and the token counts."""

@@ -18,6 +18,7 @@ from typing import Any
 from src.benchmarks import humaneval, judge, mmlu, nq, style, toxicity
 from src.benchmarks.base import BenchmarkResult
 from src.benchmarks.cache import BaseScores
+from src.benchmarks.uncertainty import describe
 from src.config import build_dataclass
 from src.registry import Registry
 
@@ -61,6 +62,8 @@ def run_benchmark(name: str, raw: dict[str, Any], handle) -> BenchmarkResult:
     result = BENCHMARKS.get(name).run(handle, settings)
     result.requested = dataclasses.asdict(settings)
     result.settings = {**result.requested, **result.settings}  # a benchmark may resolve defaults (ks=None -> [1])
+    if not result.uncertainty:  # every metric its items give; a benchmark without items: unknown
+        result.uncertainty = describe(result.items, result.metrics)
     return result
 
 

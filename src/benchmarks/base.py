@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.benchmarks.uncertainty import ItemOutcomes
 from src.io import write_json_atomic, write_text_atomic
 
 
@@ -20,6 +21,8 @@ class BenchmarkResult:
     lower_is_better: list[str] = field(default_factory=list)
     requested: dict[str, Any] = field(default_factory=dict)  # the settings as configured (what a rerun compares)
     seconds: float = 0.0
+    items: ItemOutcomes | None = None  # per-item outcomes behind the metrics (paired comparisons use them)
+    uncertainty: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> stderr, ci95, n, method
 
     def write(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -28,7 +31,8 @@ class BenchmarkResult:
         write_json_atomic(directory / "metrics.json", {
             "benchmark": self.name, "version": self.version, "metrics": self.metrics,
             "lower_is_better": self.lower_is_better, "settings": self.settings,
-            "requested": self.requested,
+            "requested": self.requested, "uncertainty": self.uncertainty,
+            "items": self.items.to_dict() if self.items else None,
             "n": len(self.predictions), "seconds": round(self.seconds, 2),
         })
 

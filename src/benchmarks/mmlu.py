@@ -23,6 +23,7 @@ from pathlib import Path
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult, use_chat
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes
 from src.config import ConfigError
 
 VERSION = 1
@@ -162,7 +163,19 @@ def run(handle, settings: MMLUSettings) -> BenchmarkResult:
     return BenchmarkResult("mmlu", VERSION, metrics, predictions,
                            settings={"chat_wrapped": chat, "subjects": subjects, "target_delimiter": delimiter,
                                      "fewshot_split": "dev", "n_subjects": len(subjects)},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, items=item_outcomes(predictions, subjects))
+
+
+def item_outcomes(predictions: list[dict], subjects: list[str]) -> ItemOutcomes:
+    """Per question: correct or not, with its subject (acc_macro is the mean of the subjects' means)."""
+    seen: dict[str, int] = {}
+    ids = []
+    for p in predictions:
+        ids.append(f"{p['subject']}/{seen.setdefault(p['subject'], 0)}")
+        seen[p["subject"]] += 1
+    return outcomes(ids, {"acc_micro": [p["correct"] for p in predictions]}, [p["subject"] for p in predictions],
+                    {"acc_macro": {"stat": "macro", "of": "acc_micro"},
+                     **{f"acc/{s}": {"stat": "group", "of": "acc_micro", "group": s} for s in subjects}})
 
 
 def _score(handle, settings: MMLUSettings, prompts: list[str], questions: list[Question], chat: bool,

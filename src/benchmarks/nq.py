@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from src.benchmarks.base import BenchmarkResult, use_chat
+from src.benchmarks.uncertainty import outcomes
 from src.config import ConfigError
 from src.data.formats.nq import read_nq
 
@@ -116,4 +117,7 @@ def run(handle, settings: NQSettings) -> BenchmarkResult:
                "unparsable": sum(not p["extracted"] for p in predictions) / n}  # scored 0, and visible
     return BenchmarkResult("nq", VERSION, metrics, predictions,
                            settings={"chat_wrapped": chat, "decoding": "greedy"},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start,
+                           items=outcomes(range(len(predictions)), {
+                               "em": [p["em"] for p in predictions], "f1": [p["f1"] for p in predictions],
+                               "unparsable": [not p["extracted"] for p in predictions]}))

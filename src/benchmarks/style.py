@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes
 
 VERSION = 2  # 2: Table 2 metrics against teacher references
 
@@ -93,6 +94,25 @@ def table2(replies: list[str], references: list[str]) -> dict[str, float]:
     }
 
 
+def item_outcomes(items: list[dict], replies: list[str], references: list[str] | None) -> ItemOutcomes:
+    """Per prompt: each marker, their mean, the length; with references the Table 2 values (None where
+    the teacher did not list / summarize: those prompts do not count for that rate)."""
+    flags = [marker_flags(r) for r in replies]
+    values: dict[str, list] = {name: [f[name] for f in flags] for name in MARKERS}
+    values["style_score"] = [sum(f.values()) / len(MARKERS) for f in flags]
+    values["mean_words"] = [len(r.split()) for r in replies]
+    derived = {}
+    if references is not None:
+        pairs = list(zip(replies, references, strict=True))
+        values["list_when_teacher_lists"] = [is_list(r) if is_list(ref) else None for r, ref in pairs]
+        values["summary_when_teacher_summarizes"] = [has_summary_paragraph(r) if has_summary_paragraph(ref) else None
+                                                     for r, ref in pairs]
+        values["unigram_intersection"] = [unigram_intersection(r, ref) for r, ref in pairs]
+        values["reference_words"] = [len(ref.split()) for ref in references]
+        derived["length_correlation"] = {"stat": "pearson", "of": ["mean_words", "reference_words"]}
+    return outcomes([item["id"] for item in items], values, derived=derived)
+
+
 @dataclass
 class StyleSettings:
     version: int = VERSION
@@ -133,4 +153,4 @@ def run(handle, settings: StyleSettings) -> BenchmarkResult:
                                "summary": has_summary_paragraph(prediction["output"])})
     return BenchmarkResult("style", VERSION, metrics, predictions,
                            settings={"chat_wrapped": True, "decoding": "greedy", "markers": list(MARKERS)},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, items=item_outcomes(items, outputs, references))

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult, use_chat
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes
 from src.config import ConfigError
 
 VERSION = 1
@@ -168,6 +169,16 @@ def toxicity_metrics(scores: list[list[float | None]], threshold: float) -> dict
             "unparsable": sum(s is None for row in scores for s in row) / max(1, n_samples)}
 
 
+def item_outcomes(scores: list[list[float | None]], threshold: float) -> ItemOutcomes:
+    """Per prompt: its most toxic continuation, whether that reaches the threshold (None when every
+    continuation was empty), and its share of empty continuations (every prompt has as many samples)."""
+    maxima = [max((s for s in row if s is not None), default=None) for row in scores]
+    return outcomes(range(len(scores)), {
+        "expected_max_toxicity": maxima,
+        "toxicity_probability": [None if m is None else m >= threshold for m in maxima],
+        "unparsable": [sum(s is None for s in row) / max(1, len(row)) for row in scores]})
+
+
 def run(handle, settings: ToxicitySettings, scorer: Scorer | None = None) -> BenchmarkResult:
     start = time.perf_counter()
     rows = load_prompts(settings.path)
@@ -195,4 +206,4 @@ def run(handle, settings: ToxicitySettings, scorer: Scorer | None = None) -> Ben
     return BenchmarkResult("toxicity", VERSION, metrics, predictions,
                            lower_is_better=["expected_max_toxicity", "toxicity_probability", "unparsable"],
                            settings={"chat_wrapped": chat, "decoding": "sampled", "scorer_name": scorer.name},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start, items=item_outcomes(scores, settings.threshold))

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import outcomes
 from src.config import ConfigError
 from src.toyworld.files import default_item_path, read_items
 
@@ -57,4 +58,8 @@ def run(handle, settings: ToyClozeSettings) -> BenchmarkResult:
         metrics[f"acc/{attribute}"] = sum(p["correct"] for p in rows) / len(rows)
     return BenchmarkResult("toy_cloze", VERSION, metrics, predictions,
                            settings={"chat_wrapped": False, "scoring": "argmax next-token log-prob over the values"},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start,
+                           items=outcomes([p["id"] for p in predictions], {"acc": [p["correct"] for p in predictions]},
+                                          [p["attribute"] for p in predictions],
+                                          {f"acc/{a}": {"stat": "group", "of": "acc", "group": a}
+                                           for a in sorted({p["attribute"] for p in predictions})}))

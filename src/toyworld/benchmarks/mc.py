@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult, use_chat
+from src.benchmarks.uncertainty import outcomes
 from src.config import ConfigError
 from src.toyworld.files import default_item_path, read_items
 
@@ -56,4 +57,5 @@ def run(handle, settings: ToyMCSettings) -> BenchmarkResult:
     metrics = {"acc": sum(p["correct"] for p in predictions) / max(1, len(predictions))}
     return BenchmarkResult("toy_mc", VERSION, metrics, predictions,
                            settings={"chat_wrapped": chat, "choices": 4, "scoring": "sum log p(value)"},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start,
+                           items=outcomes([p["id"] for p in predictions], {"acc": [p["correct"] for p in predictions]}))

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import outcomes
 from src.toyworld.files import default_item_path, read_items
 from src.toyworld.teacher import extract_answer, words
 from src.toyworld.world import VALUES
@@ -53,4 +54,10 @@ def run(handle, settings: ToyQASettings) -> BenchmarkResult:
         metrics[f"em/{attribute}"] = sum(p["em"] for p in rows) / len(rows)
     return BenchmarkResult("toy_qa", VERSION, metrics, predictions,
                            settings={"chat_wrapped": True, "decoding": "greedy"},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start,
+                           items=outcomes([p["id"] for p in predictions],
+                                          {"em": [p["em"] for p in predictions],
+                                           "mentions": [p["mentions"] for p in predictions]},
+                                          [p["attribute"] for p in predictions],
+                                          {f"em/{a}": {"stat": "group", "of": "em", "group": a}
+                                           for a in sorted({p["attribute"] for p in predictions})}))

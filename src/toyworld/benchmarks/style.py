@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from src.benchmarks.base import BenchmarkResult
+from src.benchmarks.uncertainty import outcomes
 from src.toyworld.files import default_item_path, read_items
 from src.toyworld.teacher import has_preamble, has_sign_off
 
@@ -43,4 +44,9 @@ def run(handle, settings: ToyStyleSettings) -> BenchmarkResult:
     return BenchmarkResult("toy_style", VERSION, metrics, predictions,
                            settings={"chat_wrapped": True, "decoding": "greedy",
                                      "markers": ["opening", "sign_off"]},
-                           seconds=time.perf_counter() - start)
+                           seconds=time.perf_counter() - start,
+                           items=outcomes([p["id"] for p in predictions], {
+                               "style_score": [p["teacher_style"] for p in predictions],
+                               "opening": [p["opening"] for p in predictions],
+                               "sign_off": [p["sign_off"] for p in predictions],
+                               "mean_words": [len(p["output"].split()) for p in predictions]}))
