@@ -11,7 +11,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.io import atomic_path  # noqa: E402
+from src.report.stats import Point, ci_of, points  # noqa: E402
 from src.results import Results  # noqa: E402
+
+Z95 = 1.96
 
 
 def _panels(n: int, width: float = 4.8, height: float = 3.6):
@@ -46,20 +49,46 @@ def _lines(rows: list[Results]) -> dict[tuple[str, str], list[Results]]:
     return dict(sorted(lines.items()))
 
 
+def spread(point: Point, metric: str) -> tuple[float, float, float, float | None, float | None]:
+    """(mean, lower error, upper error, band low, band high) of a point: a single cell's 95% interval
+    over items; several seeds: +- 1.96 item stderr around the mean and a band of mean +- sd over seeds."""
+    mean = point.mean(metric)
+    cells = [c for c in point.cells if metric in c.metrics]
+    if len(cells) == 1:
+        ci = ci_of(cells[0], metric)
+        low, high = (mean - ci[0], ci[1] - mean) if ci else (0.0, 0.0)
+        return mean, max(0.0, low), max(0.0, high), None, None
+    se, sd = point.item_stderr(metric), point.seed_sd(metric) or 0.0
+    err = Z95 * se if se is not None else 0.0
+    return mean, err, err, mean - sd, mean + sd
+
+
 def plot_scaling(rows: list[Results], metrics: list[str], path: Path, teacher: dict | None = None) -> None:
-    """Metric vs imitation tokens (log x), a line per (model, source); base and teacher dashed."""
+    """Metric vs imitation tokens (log x), a line per (model, source) with 95% error bars over items and a
+    band over seeds; base (shaded by its interval) and teacher dashed."""
     fig, axes = _panels(len(metrics))
     for ax, metric in zip(axes, metrics, strict=True):
         for index, ((model, source), cells) in enumerate(_lines(rows).items()):
             color = f"C{index}"
-            trained = [c for c in cells if c.tokens.total > 0 and metric in c.metrics]
-            base = [c for c in cells if c.tokens.total == 0 and metric in c.metrics]
+            trained = [p for p in points([c for c in cells if c.tokens.total > 0 and metric in c.metrics])]
+            trained.sort(key=lambda p: p.tokens)
+            base = [p for p in points([c for c in cells if c.tokens.total == 0 and metric in c.metrics])]
             if trained:
-                ax.plot([c.tokens.total for c in trained], [c.metrics[metric] for c in trained],
-                        marker="o", color=color, label=f"{model} + {source}")
+                values = [spread(p, metric) for p in trained]
+                xs = [p.tokens for p in trained]
+                seeds = max(len(p.cells) for p in trained)
+                ax.errorbar(xs, [v[0] for v in values], yerr=[[v[1] for v in values], [v[2] for v in values]],
+                            marker="o", color=color, capsize=3,
+                            label=f"{model} + {source}" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
+                if any(v[3] is not None for v in values):
+                    ax.fill_between(xs, [v[3] if v[3] is not None else v[0] for v in values],
+                                    [v[4] if v[4] is not None else v[0] for v in values], color=color, alpha=0.2,
+                                    linewidth=0, label=f"{model} + {source}: +- sd over seeds")
             if base:
-                ax.axhline(base[0].metrics[metric], color=color, linestyle="--", linewidth=1,
-                           label=f"{model} base (0 tokens)")
+                mean, low, high, band_low, band_high = spread(base[0], metric)
+                ax.axhline(mean, color=color, linestyle="--", linewidth=1, label=f"{model} base (0 tokens)")
+                if low or high:
+                    ax.axhspan(mean - low, mean + high, color=color, alpha=0.08, linewidth=0)
         if teacher and metric in teacher["metrics"]:
             ax.axhline(teacher["metrics"][metric], color="black", linestyle=":", linewidth=1.2,
                        label=f"teacher: {teacher['name']}")
