@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from src import resolve_path
 from src.benchmarks.base import BenchmarkResult
-from src.benchmarks.uncertainty import ItemOutcomes, outcomes
+from src.benchmarks.uncertainty import ItemOutcomes, outcomes, value
 from src.config import ConfigError
 from src.data.formats.records import JSON_ERRORS, DataError, json_problem
 from src.store import Store, cache_root, default_cache_dir
@@ -244,7 +244,9 @@ def item_outcomes(predictions: list[dict]) -> ItemOutcomes:
         "mean_model_words": [p["model_words"] for p in predictions],
         "mean_reference_words": [p["reference_words"] for p in predictions],
         "longer_preferred": [((p["outcome"] == "win") == (p["model_words"] > p["reference_words"])) if d else None
-                             for p, d in zip(predictions, decisive, strict=True)]})
+                             for p, d in zip(predictions, decisive, strict=True)]},
+        derived={"lc_win_rate": {"stat": "length_controlled",
+                                 "of": ["adjusted_win_rate", "mean_model_words", "mean_reference_words"]}})
 
 
 def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
@@ -281,8 +283,12 @@ def run(handle, settings: JudgeSettings, judge=None) -> BenchmarkResult:
                "mean_model_words": sum(p["model_words"] for p in predictions) / max(1, len(items)),
                "mean_reference_words": sum(p["reference_words"] for p in predictions) / max(1, len(items)),
                "longer_preferred": longer_won / len(decisive) if decisive else 0.0}
+    items = item_outcomes(predictions)
+    # AlpacaEval 2's length control: the (adjusted) win rate a reply as long as the reference would get
+    lc_win_rate = value(items, "lc_win_rate")
+    metrics["lc_win_rate"] = lc_win_rate if lc_win_rate is not None else 0.0  # nothing judged: as the rates
     return BenchmarkResult("judge", VERSION, metrics, predictions, lower_is_better=["loss_rate", "unparsable"],
                            settings={"chat_wrapped": True, "judge_identity": judge.identity, "both_orders": True,
                                      "disagreement": "tie", "judged_anew": asked, "template": TEMPLATE,
                                      "judge_unusable_replies": getattr(judge, "unusable", 0)},
-                           seconds=time.perf_counter() - start, items=item_outcomes(predictions))
+                           seconds=time.perf_counter() - start, items=items)

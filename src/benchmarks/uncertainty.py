@@ -11,6 +11,9 @@ Each metric is a statistic of those values:
 - `macro`: the unweighted mean over groups (MMLU's subjects) of the group means; bootstrap.
 - `group`: the mean over the items of one group (acc/<subject>); a proportion as above.
 - `pearson`: the correlation of two per-item values (reply vs reference length); bootstrap.
+- `length_controlled`: a judge's win rate at zero length difference (AlpacaEval 2's idea): a
+  logistic regression of the per-item outcome (win 1, tie 1/2, loss 0) on tanh(length difference /
+  its sd), read at difference 0 (sigmoid of the intercept); bootstrap.
 
 The bootstrap resamples items with replacement, `RESAMPLES` times, from numpy's default_rng(SEED)
 drawing each resample's n indices in turn (`resample_indices`); stderr is the replicates' standard
@@ -117,6 +120,13 @@ def statistic(items: ItemOutcomes, metric: str) -> Callable[[np.ndarray], np.nda
     if spec is None:
         return None
     stat = spec.get("stat", "mean")
+    if stat == "length_controlled":
+        outcome, model_len, reference_len = (_array(items.values[k]) for k in spec["of"])
+        diff = model_len - reference_len
+        present = diff[~np.isnan(diff) & ~np.isnan(outcome)]
+        scale = float(present.std()) if present.size and present.std() > 0 else 1.0  # fixed: resamples share it
+        x = np.tanh(diff / scale)
+        return lambda idx: length_controlled_rows(outcome[idx], x[idx])
     if stat == "pearson":
         x, y = (_array(items.values[k]) for k in spec["of"])
         return lambda idx: _pearson_rows(x[idx], y[idx])
@@ -140,6 +150,26 @@ def statistic(items: ItemOutcomes, metric: str) -> Callable[[np.ndarray], np.nda
 
         return macro
     raise ValueError(f"item outcomes: unknown statistic {stat!r} for {metric}")
+
+
+RIDGE = 1e-2  # a small L2 pull on the fit, so a judge that always prefers one side gives a finite rate
+
+
+def length_controlled_rows(y: np.ndarray, x: np.ndarray, steps: int = 25) -> np.ndarray:
+    """sigmoid(a) of the fit P(win) = sigmoid(a + b x) on each row (fractional y, nan = not counted),
+    by Newton's method on the (ridge-penalized) log-likelihood, every row at once."""
+    w = (~np.isnan(y)).astype(float)
+    y, x = np.nan_to_num(y), np.nan_to_num(x)
+    a, b = np.zeros(y.shape[0]), np.zeros(y.shape[0])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-(a[:, None] + b[:, None] * x)))
+        r, v = w * (y - p), w * p * (1 - p)
+        g = np.stack([r.sum(1) - RIDGE * a, (r * x).sum(1) - RIDGE * b], axis=1)
+        h00, h01, h11 = v.sum(1) + RIDGE, (v * x).sum(1), (v * x * x).sum(1) + RIDGE
+        det = h00 * h11 - h01 * h01
+        a = a + (h11 * g[:, 0] - h01 * g[:, 1]) / det
+        b = b + (h00 * g[:, 1] - h01 * g[:, 0]) / det
+    return np.where(w.sum(1) > 0, 1 / (1 + np.exp(-a)), np.nan)
 
 
 def _nanmean_rows(rows: np.ndarray) -> np.ndarray:
@@ -203,6 +233,8 @@ def describe_metric(items: ItemOutcomes, metric: str, resamples: int = RESAMPLES
         return _entry(None, None, None, counted, "none (fewer than 2 items)")
     reps = bootstrap(fn, n_items, resamples, seed)
     reps = reps[~np.isnan(reps)]
+    if reps.size < 2:
+        return _entry(None, None, None, counted, "none (no resample has an item that counts)")
     return _entry(float(np.std(reps, ddof=1)), float(np.percentile(reps, 2.5)), float(np.percentile(reps, 97.5)),
                   counted, "bootstrap", resamples=resamples, seed=seed)
 

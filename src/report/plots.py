@@ -11,10 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.io import atomic_path  # noqa: E402
-from src.report.stats import Point, ci_of, points  # noqa: E402
+from src.report.stats import Point, points  # noqa: E402
 from src.results import Results  # noqa: E402
-
-Z95 = 1.96
 
 
 def _panels(n: int, width: float = 4.8, height: float = 3.6):
@@ -50,17 +48,16 @@ def _lines(rows: list[Results]) -> dict[tuple[str, str], list[Results]]:
 
 
 def spread(point: Point, metric: str) -> tuple[float, float, float, float | None, float | None]:
-    """(mean, lower error, upper error, band low, band high) of a point: a single cell's 95% interval
-    over items; several seeds: +- 1.96 item stderr around the mean and a band of mean +- sd over seeds."""
+    """(mean, lower error, upper error, band low, band high) of a point: the 95% interval over items
+    (one cell's; several seeds: the cells' intervals averaged end by end) and, for several seeds, a
+    band of mean +- sd over seeds. No recorded interval (an older file): no bar."""
     mean = point.mean(metric)
-    cells = [c for c in point.cells if metric in c.metrics]
-    if len(cells) == 1:
-        ci = ci_of(cells[0], metric)
-        low, high = (mean - ci[0], ci[1] - mean) if ci else (0.0, 0.0)
-        return mean, max(0.0, low), max(0.0, high), None, None
-    se, sd = point.item_stderr(metric), point.seed_sd(metric) or 0.0
-    err = Z95 * se if se is not None else 0.0
-    return mean, err, err, mean - sd, mean + sd
+    ci = point.item_ci95(metric)
+    low, high = (max(0.0, mean - ci[0]), max(0.0, ci[1] - mean)) if ci else (0.0, 0.0)
+    if len([c for c in point.cells if metric in c.metrics]) == 1:
+        return mean, low, high, None, None
+    sd = point.seed_sd(metric) or 0.0
+    return mean, low, high, mean - sd, mean + sd
 
 
 def plot_scaling(rows: list[Results], metrics: list[str], path: Path, teacher: dict | None = None) -> None:

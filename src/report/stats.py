@@ -49,6 +49,21 @@ def ci_of(row: Results, metric: str) -> tuple[float, float] | None:
     return (float(ci[0]), float(ci[1])) if ci else None
 
 
+def fit_stderr(row: Results, metric: str) -> float | None:
+    """The stderr a fit weighs a cell by: the larger of its stderr and its 95% interval's width / 3.92,
+    so a proportion at 0 or 1 (binomial stderr 0, Wilson interval not) is not taken as exact."""
+    se, ci = stderr_of(row, metric), ci_of(row, metric)
+    if se is None:
+        return None
+    return max(se, (ci[1] - ci[0]) / (2 * Z95)) if ci else se
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "unknown"
+    return "<1e-4" if p < 1e-4 else f"{p:.3g}"
+
+
 # --- seeds as replicates --------------------------------------------------------------------------
 @dataclass
 class Point:
@@ -83,11 +98,20 @@ class Point:
             return None
         return math.sqrt(statistics.fmean(e * e for e in errors))
 
+    def item_ci95(self, metric: str) -> tuple[float, float] | None:
+        """The cells' 95% intervals over items, averaged end by end (one cell's interval, typically)."""
+        cis = [ci_of(c, metric) for c in self.cells if metric in c.metrics]
+        if not cis or any(ci is None for ci in cis):
+            return None
+        return (statistics.fmean(ci[0] for ci in cis), statistics.fmean(ci[1] for ci in cis))
+
     def dominant(self, metric: str) -> str | None:
         """Which spread is larger: 'seeds' (training noise) or 'items' (too few benchmark items)."""
         sd, se = self.seed_sd(metric), self.item_stderr(metric)
         if sd is None or se is None:
             return None
+        if sd == 0 and se == 0:
+            return "neither (both 0)"
         return "seeds" if sd > se else "items"
 
 
@@ -180,26 +204,33 @@ class Slope:
 
 
 def fit_slope(xs: list[float], ys: list[float], stderrs: list[float | None]) -> Slope:
-    """Least-squares slope of y on x; its standard error is the larger of two: the cells' item-level
-    stderrs carried through the fit (sum of w_i^2 se_i^2) and the cells' scatter about the line
-    (residual variance / Sxx, when there are more cells than two). The interval is slope +- z (items)
-    or +- t(n-2) (scatter); the verdict: rising or falling when it excludes 0, else flat."""
+    """Least-squares slope of y on x (every cell a point, so seeds are replicates). Its standard error
+    starts from the cells' item-level stderrs carried through the fit (sqrt(sum w_i^2 se_i^2)); when
+    the cells scatter about the line more than those stderrs explain (residual variance over the mean
+    se^2 above 1: seeds, or a curve), it is scaled up by the square root of that ratio (the Birge
+    ratio), and the interval is slope +- 1.96 se. Without item stderrs (older files), the scatter
+    alone with Student's t(n - 2). Verdict: rising or falling when the interval excludes 0, else flat."""
     n, distinct = len(xs), len(set(xs))
     if n < 2 or distinct < 2:
         return Slope(None, None, n, distinct, "none", "cannot tell")
     x, y = np.array(xs, dtype=float), np.array(ys, dtype=float)
     sxx = float(((x - x.mean()) ** 2).sum())
     slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx)
-    candidates = []
+    residual = y - (y.mean() + slope * (x - x.mean()))
+    scatter = float((residual ** 2).sum()) / (n - 2) if n > 2 else None
     if all(se is not None for se in stderrs):
-        w = (x - x.mean()) / sxx
-        candidates.append((float(np.sqrt((w ** 2 * np.array(stderrs, dtype=float) ** 2).sum())), Z95, "items"))
-    if n > 2:
-        residual = y - (y.mean() + slope * (x - x.mean()))
-        candidates.append((math.sqrt(float((residual ** 2).sum()) / (n - 2) / sxx), t975(n - 2), "scatter"))
-    if not candidates:
+        variances = np.array(stderrs, dtype=float) ** 2
+        se = float(np.sqrt((((x - x.mean()) / sxx) ** 2 * variances).sum()))
+        quantile, source = Z95, "items"
+        if scatter is not None and variances.mean() > 0 and scatter > variances.mean():
+            ratio = math.sqrt(scatter / variances.mean())
+            se, source = se * ratio, f"items, scaled x{ratio:.1f} by the scatter"
+        elif scatter is not None and variances.mean() == 0 and scatter > 0:
+            se, quantile, source = math.sqrt(scatter / sxx), t975(n - 2), "scatter"
+    elif scatter is not None:
+        se, quantile, source = math.sqrt(scatter / sxx), t975(n - 2), "scatter"
+    else:
         return Slope(slope, None, n, distinct, "none", "cannot tell")
-    se, quantile, source = max(candidates, key=lambda c: c[0])
     low, high = slope - quantile * se, slope + quantile * se
     verdict = "rising" if low > 0 else "falling" if high < 0 else "flat"
     return Slope(slope, (low, high), n, distinct, source, verdict)
@@ -207,7 +238,7 @@ def fit_slope(xs: list[float], ys: list[float], stderrs: list[float | None]) -> 
 
 def series_slope(cells: list[Results], metric: str, x_of) -> Slope:
     cells = [c for c in cells if metric in c.metrics]
-    return fit_slope([x_of(c) for c in cells], [c.metrics[metric] for c in cells], [stderr_of(c, metric) for c in cells])
+    return fit_slope([x_of(c) for c in cells], [c.metrics[metric] for c in cells], [fit_stderr(c, metric) for c in cells])
 
 
 def interval_text(ci: tuple[float, float] | None, signed: bool = False) -> str:

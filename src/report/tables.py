@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 from src.io import write_text_atomic
 from src.report.html import render_page
 from src.report.plots import plot_model_size, plot_scaling, plot_style_vs_substance
-from src.report.stats import comparisons, interval_text, points
+from src.report.stats import comparisons, interval_text, p_text, points
 from src.report.verdicts import STYLE_PREFIXES, headline, write_findings
 from src.results import Results, failed_cells
 
@@ -127,15 +127,18 @@ def seeds_table(rows: list[Results], metrics: list[str]) -> tuple[list[str], lis
     """Cells that differ only in the seed, as one point: mean +- sd over seeds beside the item-level
     stderr of one cell, and which spread dominates. Empty when no point has two seeds."""
     groups = [p for p in points(rows) if len(p.cells) > 1]
-    header = ["model", "source", "amount", "seeds", "metric", "mean", "sd_over_seeds", "item_stderr", "dominates"]
+    header = ["model", "source", "amount", "seeds", "metric", "mean±sd", "mean", "sd_over_seeds", "item_stderr",
+              "item_ci95", "dominates"]
     body = []
     for p in groups:
         for m in metrics:
             if len(p.values(m)) < 2:
                 continue
             se, sd = p.item_stderr(m), p.seed_sd(m)
-            body.append([p.model, p.source, p.amount_label, ",".join(map(str, p.seeds)), m, f"{p.mean(m):.3f}",
-                         f"{sd:.3f}", "unknown" if se is None else f"{se:.3f}", p.dominant(m) or "unknown"])
+            body.append([p.model, p.source, p.amount_label, ",".join(map(str, p.seeds)), m,
+                         f"{p.mean(m):.3f}±{sd:.3f}", f"{p.mean(m):.3f}", f"{sd:.3f}",
+                         "unknown" if se is None else f"{se:.3f}", interval_text(p.item_ci95(m)),
+                         p.dominant(m) or "unknown"])
     return header, body
 
 
@@ -149,7 +152,7 @@ def paired_table(rows: list[Results], metrics: list[str], teacher: dict | None) 
         body.append([c.cell.axes.model, c.cell.axes.data_source, c.cell.axes.amount_label, str(c.cell.axes.seed),
                      c.metric, f"{c.base.metrics[c.metric]:.3f}", f"{c.cell.metrics[c.metric]:.3f}",
                      f"{c.delta:+.3f}", interval_text(c.ci95, signed=True),
-                     "unknown" if c.p is None else f"{c.p:.3g}", c.method,
+                     p_text(c.p), c.method,
                      "n/a" if c.gap is None else f"{c.gap:+.2f}",
                      "n/a" if c.gap is None else interval_text(c.gap_ci95, signed=True)])
     return header, body
@@ -248,7 +251,9 @@ def report(root: Path | list[Path], out: Path | None = None, teacher_path: Path 
     text += format_table(header, body)
     if seed_body:
         text += "\n\nseeds as replicates: mean, sd over seeds, item-level stderr of one cell, which dominates\n"
-        text += format_table(seed_header, [row for row in seed_body if headline(row[4])])
+        keep = [0, 1, 2, 3, 4, 5, 8, 9, 10]  # mean±sd, item stderr and interval, which dominates
+        text += format_table([seed_header[i] for i in keep],
+                             [[row[i] for i in keep] for row in seed_body if headline(row[4])])
     if headline_pairs:
         text += "\n\neach trained cell vs its base, item by item (delta, paired 95% interval, p)\n"
         text += format_table(pair_header[:11], [row[:11] for row in headline_pairs])

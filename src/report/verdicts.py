@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.io import write_text_atomic
-from src.report.stats import Comparison, Slope, compare, interval_text, series_slope
+from src.report.stats import Comparison, Slope, compare, interval_text, p_text, series_slope
 from src.results import Results
 
 STYLE_PREFIXES = ("style/", "judge/", "toxicity/", "toy_style/")
@@ -119,14 +119,15 @@ def size_series(rows: list[Results], metrics: list[str]) -> list[tuple[str, str,
 def _delta_text(c: Comparison | None) -> str:
     if c is None:
         return "no base to compare"
-    p = f"p={c.p:.3g}" if c.p is not None else "p unknown"
+    p = f"p={p_text(c.p)}"
     gap = f"; gap closed {c.gap:+.2f} {interval_text(c.gap_ci95, signed=True)}" if c.gap is not None else ""
     return f"{c.delta:+.3f} {interval_text(c.ci95, signed=True)} vs base at {c.cell.axes.amount_label}, {p}{gap}"
 
 
 def claim_broad(series: list[Series]) -> Claim:
     broad = [s for s in series if capability(s.metric) and s.source not in LOCAL_TASKS]
-    evidence = [f"{s.model} + {s.source}, {s.metric}: {s.slope.verdict}" for s in broad]
+    evidence = [f"{s.model} + {s.source}, {s.metric}: {s.slope.verdict} ({s.slope.text()}); {_delta_text(s.last)}"
+                for s in broad]
     rising = [s for s in broad if s.slope.verdict == "rising"
               or (s.last is not None and s.last.significant and s.last.delta > 0)]
     tested = [s for s in broad if s.slope.verdict != "cannot tell" or (s.last is not None and s.last.p is not None)]

@@ -170,3 +170,23 @@ def test_judge_style_and_toxicity_items_reproduce_their_metrics():
     items = humaneval.problem_outcomes(rows, [1, 2])
     assert value(items, "pass@1") == pytest.approx((0.5 + 0.0) / 2) and value(items, "pass@2") == pytest.approx(0.5)
     assert describe_metric(items, "pass@1")["method"] == "bootstrap"  # a mean of 0.5s is no proportion
+
+
+def test_length_controlled_win_rate_known_answers():
+    from src.benchmarks import judge
+
+    def rows(spec):
+        return [{"id": str(i), "outcome": o, "model_words": m, "reference_words": 20}
+                for i, (o, m) in enumerate(spec)]
+
+    # longer by 10 words in 30 pairs (24 won), shorter by 10 in 10 (2 won): raw 26/40 = 0.65, but at
+    # equal length the fitted P(win) is sigmoid((logit 0.8 + logit 0.2) / 2) = 0.5 (x is symmetric)
+    spec = [("win", 30)] * 24 + [("loss", 30)] * 6 + [("win", 10)] * 2 + [("loss", 10)] * 8
+    items = judge.item_outcomes(rows(spec))
+    assert value(items, "win_rate") == pytest.approx(0.65)
+    assert value(items, "lc_win_rate") == pytest.approx(0.5, abs=1e-3)
+    entry = describe_metric(items, "lc_win_rate")
+    assert entry["method"] == "bootstrap" and entry["ci95"][0] < 0.5 < entry["ci95"][1]
+    # no length difference at all: the fit is the (adjusted) win rate itself, ties as halves
+    same = judge.item_outcomes(rows([("win", 20)] * 25 + [("tie", 20)] * 6 + [("loss", 20)] * 9))
+    assert value(same, "lc_win_rate") == pytest.approx((25 + 3) / 40, abs=1e-3)
