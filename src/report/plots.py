@@ -11,7 +11,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from src.io import atomic_path  # noqa: E402
-from src.report.stats import Point, points  # noqa: E402
+from src.report.stats import Point, ci_of, points  # noqa: E402
 from src.results import Results  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def plot_scaling(rows: list[Results], metrics: list[str], path: Path, teacher: d
                 ax.errorbar(xs, [v[0] for v in values], yerr=[[v[1] for v in values], [v[2] for v in values]],
                             marker="o", color=color, capsize=3,
                             label=f"{model} + {source}" + (f" (mean of {seeds} seeds)" if seeds > 1 else ""))
-                if any(v[3] is not None for v in values):
+                if any(v[3] is not None and v[4] > v[3] for v in values):
                     ax.fill_between(xs, [v[3] if v[3] is not None else v[0] for v in values],
                                     [v[4] if v[4] is not None else v[0] for v in values], color=color, alpha=0.2,
                                     linewidth=0, label=f"{model} + {source}: +- sd over seeds")
@@ -96,6 +96,16 @@ def plot_scaling(rows: list[Results], metrics: list[str], path: Path, teacher: d
     _save(fig, path, axes)
 
 
+def _bars(cells: list[Results], metric: str) -> list[list[float]]:
+    """Each cell's 95% interval over items as (below, above) error bars; none where unknown."""
+    below, above = [], []
+    for c in cells:
+        ci = ci_of(c, metric)
+        below.append(max(0.0, c.metrics[metric] - ci[0]) if ci else 0.0)
+        above.append(max(0.0, ci[1] - c.metrics[metric]) if ci else 0.0)
+    return [below, above]
+
+
 def plot_model_size(rows: list[Results], metrics: list[str], path: Path) -> None:
     """Metric vs base-model parameters (log x): the base models and each one's largest imitation cell."""
     fig, axes = _panels(len(metrics))
@@ -110,11 +120,13 @@ def plot_model_size(rows: list[Results], metrics: list[str], path: Path) -> None
             largest = sorted((max(cells, key=lambda c: c.tokens.total) for cells in models.values()
                               if any(c.tokens.total > 0 for c in cells)), key=lambda c: c.model_parameters)
             if base:
-                ax.plot([c.model_parameters for c in base], [c.metrics[metric] for c in base], marker="s",
-                        linestyle="--", color=f"C{index}", label=f"base models ({source} grid)")
+                ax.errorbar([c.model_parameters for c in base], [c.metrics[metric] for c in base],
+                            yerr=_bars(base, metric), marker="s", linestyle="--", color=f"C{index}", capsize=3,
+                            label=f"base models ({source} grid)")
             if largest:
-                ax.plot([c.model_parameters for c in largest], [c.metrics[metric] for c in largest],
-                        marker="o", color=f"C{index}", label=f"+ largest {source} budget")
+                ax.errorbar([c.model_parameters for c in largest], [c.metrics[metric] for c in largest],
+                            yerr=_bars(largest, metric), marker="o", color=f"C{index}", capsize=3,
+                            label=f"+ largest {source} budget")
         ax.set_xscale("log")
         ax.set_title(metric)
         ax.set_xlabel("base-model parameters")
