@@ -47,7 +47,7 @@ bench: install ## speed benchmarks under bench/, as ratios against baselines run
 	$(BIN)/python -c "import lm_eval" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[lm-eval]"
 	$(BIN)/python -m bench
 
-report: install ## tables, plots and index.html of a grid: SWEEP=multirun/<name> [TEACHER=conf/teacher/x.yaml]
+report: install ## tables, plots, findings.md and index.html of a grid: SWEEP=multirun/<name> (several: SWEEP="multirun/a multirun/b") [TEACHER=conf/teacher/x.yaml]
 	$(BIN)/python -m src.report $(SWEEP) $(if $(TEACHER),--teacher $(TEACHER))
 
 sync: install ## upload offline W&B runs of a grid: SWEEP=multirun/<name> (needs a W&B key)

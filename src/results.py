@@ -16,7 +16,7 @@ from typing import Any
 
 from src.io import write_json_atomic
 
-SCHEMA_VERSION = 3  # 3: benchmarks carry uncertainty and per-item outcomes
+SCHEMA_VERSION = 2
 TOKENS_DEFINITION = "tokens of the formatted conversations under the base model's tokenizer"
 
 

@@ -40,6 +40,8 @@ def test_tiny_cell(tmp_path):
     assert len(nq_lines) == 4 and {"prompt", "output", "gold", "em"} <= set(json.loads(nq_lines[0]))
     nq_metrics = json.loads((work / "benchmarks" / "nq" / "metrics.json").read_text())
     assert nq_metrics["settings"]["shots"] == 3 and nq_metrics["settings"]["chat_wrapped"] is True
+    assert nq_metrics["uncertainty"]["em"]["method"] == "wilson" and len(nq_metrics["items"]["ids"]) == 4
+    assert results["benchmarks"]["nq"]["uncertainty"] == nq_metrics["uncertainty"]  # copied into results.json
     assert len((work / "benchmarks" / "humaneval" / "predictions.jsonl").read_text().splitlines()) == 2
     runs = list((work / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

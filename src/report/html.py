@@ -1,11 +1,12 @@
-"""A static HTML page for a grid: the study's claims first, then the tables and the figures, readable
-offline, no scripts."""
+"""A static HTML page for a grid: the study's claims first, then the tables, the figures and the
+answers side by side; readable offline from disk (one small inline script filters the answers)."""
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
+from src.report import answers
 from src.results import Results
 
 VERDICT_COLOURS = {"holds": "#d8f0d8", "does not hold": "#f6d5d5", "cannot tell with this data": "#eeeeee",
@@ -37,7 +38,7 @@ def _claims(claims) -> str:
 
 def render_page(root: Path | str, rows: list[Results], results: tuple, gap: tuple, teacher: dict | None,
                 figures: dict[str, str], seeds: tuple = ([], []), pairs: tuple = ([], []), claims=(),
-                series=(), failed=()) -> str:
+                series=(), failed=(), answers_html: str | None = None) -> str:
     sweeps = sorted({str(r.sweep) for r in rows})
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -46,7 +47,7 @@ def render_page(root: Path | str, rows: list[Results], results: tuple, gap: tupl
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
         "img{max-width:100%;border:1px solid #eee}figcaption{color:#555;margin-bottom:2em}"
         ".claims{list-style:none;padding:0}.claim{padding:6px 10px;margin:4px 0;border-radius:4px}"
-        ".claim ul{font-size:13px;margin:4px 0}</style></head><body>",
+        f".claim ul{{font-size:13px;margin:4px 0}}{answers.STYLE}</style></head><body>",
         f"<h1>imitation-gap: {html.escape(', '.join(sweeps))}</h1>",
         f"<p>{len(rows)} cells read from the results.json files under <code>{html.escape(str(root))}</code>. "
         "Tokens are tokens of the formatted conversations under each base model's tokenizer.</p>",
@@ -82,5 +83,6 @@ def render_page(root: Path | str, rows: list[Results], results: tuple, gap: tupl
     for name, caption in figures.items():
         parts.append(f"<figure><img src='{html.escape(name)}' alt='{html.escape(name)}'>"
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    parts.append(answers.render(rows) if answers_html is None else answers_html)
     parts.append("</body></html>")
     return "\n".join(parts)

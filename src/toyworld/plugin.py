@@ -7,6 +7,7 @@ from __future__ import annotations
 from src.benchmarks import BENCHMARKS, Benchmark
 from src.config import ModelConfig
 from src.models.sources import SOURCES, ModelSource
+from src.report.answers import STYLE_MARKERS
 from src.toyworld.benchmarks import cloze, mc, qa, style
 from src.toyworld.pretrain import pretrained_dir, spec_key, toy_spec
 
@@ -25,3 +26,4 @@ BENCHMARKS.register("toy_qa", Benchmark(qa.ToyQASettings, qa.run))
 BENCHMARKS.register("toy_cloze", Benchmark(cloze.ToyClozeSettings, cloze.run))
 BENCHMARKS.register("toy_mc", Benchmark(mc.ToyMCSettings, mc.run))
 BENCHMARKS.register("toy_style", Benchmark(style.ToyStyleSettings, style.run))
+STYLE_MARKERS["toy"] = style.style_flags  # the side-by-side answers mark the toy teacher's manner too
