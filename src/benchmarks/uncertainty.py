@@ -134,6 +134,8 @@ def statistic(items: ItemOutcomes, metric: str) -> Callable[[np.ndarray], np.nda
     if stat == "group":
         values = np.where(np.array(items.groups) == spec["group"], values, np.nan)
     if stat in ("mean", "group"):
+        if not np.isnan(values).any():  # every item counts: a plain mean (half the work of the nan-aware one)
+            return lambda idx: values[idx].mean(axis=1)
         return lambda idx: _nanmean_rows(values[idx])
     if stat == "macro":
         labels, codes = np.unique(np.array(items.groups), return_inverse=True)
@@ -268,12 +270,13 @@ def aligned(base: ItemOutcomes, cell: ItemOutcomes) -> tuple[ItemOutcomes, ItemO
     if not pairs:
         return None
     b_idx, c_idx = (list(x) for x in zip(*pairs, strict=True))
+    return _take(base, b_idx), _take(cell, c_idx)
 
-    def take(items: ItemOutcomes, idx: list[int]) -> ItemOutcomes:
-        return ItemOutcomes([items.ids[i] for i in idx], {k: [v[i] for i in idx] for k, v in items.values.items()},
-                            [items.groups[i] for i in idx] if items.groups is not None else None, items.derived)
 
-    return take(base, b_idx), take(cell, c_idx)
+def _take(items: ItemOutcomes, idx: list[int], derived: dict[str, dict[str, Any]] | None = None) -> ItemOutcomes:
+    return ItemOutcomes([items.ids[i] for i in idx], {k: [v[i] for i in idx] for k, v in items.values.items()},
+                        [items.groups[i] for i in idx] if items.groups is not None else None,
+                        items.derived if derived is None else derived)
 
 
 def paired(base: ItemOutcomes | None, cell: ItemOutcomes | None, metric: str, resamples: int = RESAMPLES,
@@ -288,6 +291,14 @@ def paired(base: ItemOutcomes | None, cell: ItemOutcomes | None, metric: str, re
     if pair is None:
         return None
     base, cell = pair
+    spec = base.spec(metric)
+    if spec is not None and spec.get("stat") == "group" and base.groups is not None:
+        # one subject of MMLU: resample its own items only (the same statistic, a fraction of the work)
+        keep = [i for i, g in enumerate(base.groups) if g == spec["group"]]
+        if not keep:
+            return None
+        plain = {metric: {"stat": "mean", "of": spec["of"]}}
+        base, cell = _take(base, keep, plain), _take(cell, keep, plain)
     fb, fc = statistic(base, metric), statistic(cell, metric)
     if fb is None or fc is None:
         return None
@@ -300,11 +311,9 @@ def paired(base: ItemOutcomes | None, cell: ItemOutcomes | None, metric: str, re
     out: dict[str, Any] = {"delta": round(delta, 6), "base": round(b0, 6), "cell": round(c0, 6), "n": n}
     spec = base.spec(metric)
     binary = False
-    if spec.get("stat", "mean") in ("mean", "group"):
+    if spec.get("stat", "mean") == "mean":
         bv, cv = _array(base.values[spec["of"]]), _array(cell.values[spec["of"]])
         mask = ~np.isnan(bv) & ~np.isnan(cv)
-        if spec.get("stat") == "group":
-            mask &= np.array(base.groups) == spec["group"]
         out["n"] = int(mask.sum())
         bm, cm = bv[mask], cv[mask]
         binary = bool(mask.any()) and bool(np.isin(bm, (0, 1)).all() and np.isin(cm, (0, 1)).all())

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.io import write_text_atomic
-from src.report.stats import Comparison, Slope, compare, interval_text, p_text, series_slope
+from src.report.stats import Comparison, Slope, base_of, compare, interval_text, p_text, series_slope
 from src.results import Results
 
 STYLE_PREFIXES = ("style/", "judge/", "toxicity/", "toy_style/")
@@ -78,24 +78,17 @@ def token_series(rows: list[Results], metrics: list[str], teacher: dict | None) 
         trained = [c for c in cells if c.tokens.total > 0]
         if not trained:
             continue  # a base-only line: no imitation series
-        base = _base(rows, model, trained)
         largest = max(c.tokens.total for c in trained)
         for metric in metrics:
             if not headline(metric) or not any(metric in c.metrics for c in trained):
                 continue
             slope = series_slope(trained, metric, lambda c: _log10(c.tokens.total))
-            last = None
-            if base is not None:
-                top = [c for c in trained if c.tokens.total == largest and metric in c.metrics]
-                last = compare(top[0], base, metric, teacher) if top else None
+            # the largest budget against its own base (same seed where there is one; the first seed shown)
+            top = [c for c in trained if c.tokens.total == largest and metric in c.metrics]
+            base = base_of(top[0], rows) if top else None
+            last = compare(top[0], base, metric, teacher) if base is not None else None
             out.append(Series(model, source, metric, slope, last))
     return out
-
-
-def _base(rows: list[Results], model: str, trained: list[Results]) -> Results | None:
-    seeds = {c.axes.seed for c in trained}
-    bases = [b for b in rows if b.tokens.total == 0 and b.axes.model == model]
-    return max(bases, key=lambda b: b.axes.seed in seeds, default=None)
 
 
 def size_series(rows: list[Results], metrics: list[str]) -> list[tuple[str, str, str, Slope]]:

@@ -190,3 +190,13 @@ def test_length_controlled_win_rate_known_answers():
     # no length difference at all: the fit is the (adjusted) win rate itself, ties as halves
     same = judge.item_outcomes(rows([("win", 20)] * 25 + [("tie", 20)] * 6 + [("loss", 20)] * 9))
     assert value(same, "lc_win_rate") == pytest.approx((25 + 3) / 40, abs=1e-3)
+
+
+def test_paired_on_one_group_uses_its_items_only():
+    groups = ["x"] * 4 + ["y"] * 6
+    derived = {"acc/y": {"stat": "group", "of": "acc", "group": "y"}}
+    base = outcomes(range(10), {"acc": [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]}, groups, derived)
+    cell = outcomes(range(10), {"acc": [0, 0, 0, 0, 1, 1, 1, 0, 0, 1]}, groups, derived)
+    result = paired(base, cell, "acc/y")
+    assert result["n"] == 6 and result["delta"] == pytest.approx(3 / 6, abs=1e-6) and result["discordant"] == [0, 3]
+    assert result["p"] == pytest.approx(2 / 8)  # 2 P(X <= 0), X ~ Bin(3, 1/2)
