@@ -7,6 +7,7 @@ import math
 import pytest
 
 from src.benchmarks.uncertainty import describe, outcomes, wilson
+from src.io import write_json_atomic
 from src.report.stats import fit_slope, points
 from src.report.tables import load_results, paired_table, report, seeds_table
 from src.report.verdicts import FAILS, HOLDS, UNKNOWN, verdicts
@@ -133,3 +134,19 @@ def test_several_sweeps_merge(tmp_path):
     out = tmp_path / "merged_a+b"
     assert "3 cells from" in text and (out / "model_size.png").stat().st_size > 10_000
     assert "A larger base moves capability: holds" in text
+
+
+def test_a_grid_mixing_old_and_new_files_reports_unknowns(tmp_path):
+    old = nq_cell("small", 1e6, 0, 0, ones(10, 40)).to_dict()
+    old["benchmarks"]["nq"] = {"version": 2, "settings": {}, "n": 40}  # written before uncertainty existed
+    write_json_atomic(tmp_path / "old" / "results.json", old)
+    write(tmp_path, nq_cell("small", 1e6, 1000, 0, ones(12, 40)))
+    write(tmp_path, nq_cell("small", 1e6, 4000, 0, ones(14, 40)))
+    text = report(tmp_path)
+    assert "0.250±?" in text and "0.300±0.072" in text
+    with open(tmp_path / "gap_closed.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["delta"], r["delta_ci95"], r["p"]) for r in rows] == [("+0.050", "unknown", "unknown"),
+                                                                     ("+0.100", "unknown", "unknown")]
+    series, _, _ = verdicts(load_results(tmp_path), ["nq/em"])
+    assert series[0].slope.verdict == "flat"  # the trained cells have intervals: the slope still has one
