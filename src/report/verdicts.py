@@ -8,14 +8,16 @@ number of series tested, so one "rising" among many is weak evidence):
 
 1. Broad imitation leaves capability flat or worse: no capability series of a broad source rises,
    and no trained cell beats its base significantly (paired, item by item).
-2. A larger base moves capability: some capability metric rises with base size (slope against
-   log10 parameters excluding 0) and none falls; needs two base sizes.
+2. A larger base moves capability: among the base models (amount 0), some capability metric rises
+   with base size (slope against log10 parameters excluding 0) and none falls; needs two base sizes.
+   The same slopes at the trained amounts are listed as evidence, counted, and do not decide.
 3. Style reaches the teacher while capability does not: with a teacher's scores for both, at the
    largest budget the style metric is not significantly below the teacher while every capability
    metric is significantly below; with a teacher for style only or none, the weaker form: style
    gains significantly over the base while capability does not.
-4. Local imitation closes its task's gap: a local source's task metric gains significantly over the
-   base at its largest budget (and closes at least half the gap when the teacher's score is known).
+4. Local imitation closes its task's gap: at some budget, a local source's task metric gains
+   significantly over the base (and closes at least half the gap when the teacher's score is known);
+   every budget is listed, the largest included.
 
 Capability metrics are the headline metrics (benchmark/metric, no sub-group) outside the style
 benchmarks, unparsable rates excluded. Which sources are local, and their task, is LOCAL_TASKS;
@@ -101,6 +103,8 @@ def size_series(rows: list[Results], metrics: list[str]) -> list[tuple[str, str,
     for (source, amount), cells in groups.items():
         if len({c.model_parameters for c in cells if c.model_parameters}) < 2:
             continue
+        if amount == "0":  # a base model is one model whatever grid line it sits on: once per model and seed
+            cells = list({(c.axes.model, c.axes.seed): c for c in reversed(cells)}.values())
         for metric in metrics:
             if capability(metric):
                 slope = series_slope([c for c in cells if c.model_parameters], metric,
@@ -113,7 +117,8 @@ def _delta_text(c: Comparison | None) -> str:
     if c is None:
         return "no base to compare"
     p = f"p={p_text(c.p)}"
-    gap = f"; gap closed {c.gap:+.2f} {interval_text(c.gap_ci95, signed=True)}" if c.gap is not None else ""
+    gap_ci = f" [{c.gap_ci95[0]:+.2f}, {c.gap_ci95[1]:+.2f}]" if c.gap_ci95 else " [unknown]"
+    gap = f"; gap closed {c.gap:+.2f}{gap_ci}" if c.gap is not None else ""
     return f"{c.delta:+.3f} {interval_text(c.ci95, signed=True)} vs base at {c.cell.axes.amount_label}, {p}{gap}"
 
 
@@ -133,9 +138,15 @@ def claim_broad(series: list[Series]) -> Claim:
 def claim_size(sizes: list[tuple[str, str, str, Slope]]) -> Claim:
     if not sizes:
         return Claim("A larger base moves capability", UNKNOWN, ["needs two base-model sizes at one amount"])
+    deciding = [entry for entry in sizes if entry[1] == "0"] or sizes
     evidence = [f"{metric} at {amount} ({source}): {s.verdict}, {s.text('per decade of parameters')}"
+                + ("" if (source, amount, metric, s) in deciding else " (not deciding)")
                 for source, amount, metric, s in sizes]
-    verdicts = [s.verdict for *_, s in sizes]
+    others = [s.verdict for entry in sizes if entry not in deciding for s in [entry[3]]]
+    if others:
+        evidence.append(f"at the trained amounts: {others.count('rising')} rising, {others.count('flat')} flat, "
+                        f"{others.count('falling')} falling")
+    verdicts = [s.verdict for *_, s in deciding]
     if "falling" in verdicts:
         verdict = FAILS
     elif "rising" in verdicts:
@@ -183,23 +194,33 @@ def _cell_ci(row: Results, metric: str):
     return tuple(entry["ci95"]) if entry and entry.get("ci95") else None
 
 
-def claim_local(series: list[Series]) -> Claim:
+def claim_local(series: list[Series], rows: list[Results], teacher: dict | None) -> Claim:
     name = "Local imitation closes its task's gap"
     local = [s for s in series if s.metric in LOCAL_TASKS.get(s.source, [])]
     if not local:
         return Claim(name, UNKNOWN, [f"no local imitation source ({', '.join(LOCAL_TASKS)}) with its task "
                                     "metric in this grid"])
-    evidence = [f"{s.model} + {s.source}, {s.metric}: {_delta_text(s.last)}" for s in local]
-    if any(s.last is None or s.last.p is None for s in local):
-        return Claim(name, UNKNOWN, evidence)
-    closes = [s.last.significant and s.last.delta > 0 and (s.last.gap is None or s.last.gap >= 0.5) for s in local]
-    return Claim(name, HOLDS if any(closes) else FAILS, evidence)
+    evidence, found = [], []
+    for s in local:
+        cells = sorted((c for c in rows if c.axes.model == s.model and c.axes.data_source == s.source
+                        and c.tokens.total > 0 and s.metric in c.metrics), key=lambda c: (c.tokens.total, c.axes.seed))
+        for c in cells:
+            base = base_of(c, rows)
+            comparison = compare(c, base, s.metric, teacher) if base is not None else None
+            found.append(comparison)
+            evidence.append(f"{s.model} + {s.source}, {s.metric}: {_delta_text(comparison)}")
+    known = [c for c in found if c is not None and c.p is not None]
+    closes = [c.significant and c.delta > 0 and (c.gap is None or c.gap >= 0.5) for c in known]
+    if any(closes):
+        return Claim(name, HOLDS, evidence)
+    return Claim(name, FAILS if known and len(known) == len(found) else UNKNOWN, evidence)
 
 
 def verdicts(rows: list[Results], metrics: list[str], teacher: dict | None = None):
     series = token_series(rows, metrics, teacher)
     sizes = size_series(rows, metrics)
-    claims = [claim_broad(series), claim_size(sizes), claim_style(series, rows, teacher), claim_local(series)]
+    claims = [claim_broad(series), claim_size(sizes), claim_style(series, rows, teacher),
+              claim_local(series, rows, teacher)]
     return series, sizes, claims
 
 

@@ -150,3 +150,15 @@ def test_a_grid_mixing_old_and_new_files_reports_unknowns(tmp_path):
                                                                      ("+0.100", "unknown", "unknown")]
     series, _, _ = verdicts(load_results(tmp_path), ["nq/em"])
     assert series[0].slope.verdict == "flat"  # the trained cells have intervals: the slope still has one
+
+
+def test_local_imitation_claim_is_read_at_every_budget(tmp_path):
+    # nq_synthetic (local imitation for NQ): 10/100 -> 60/100 at 1K (closes), back to 15/100 at 4K
+    for amount, k in [(0, 10), (1000, 60), (4000, 15)]:
+        write(tmp_path, nq_cell("small", 1e6, amount, 0, ones(k, 100), source="nq_synthetic"))
+    _, _, claims = verdicts(load_results(tmp_path), ["nq/em"])
+    local = next(c for c in claims if c.name == "Local imitation closes its task's gap")
+    assert local.verdict == HOLDS and len(local.evidence) == 2
+    assert "p=0.0625" in local.evidence[1]  # 4K: 5 discordant items, all gains: 2 / 2^5, not significant
+    broad = next(c for c in claims if c.name.startswith("Broad"))
+    assert broad.verdict == UNKNOWN  # no broad source in this grid
