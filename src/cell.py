@@ -142,8 +142,6 @@ class Cell:
         if not path.exists():
             return None
         recorded = json.loads(path.read_text(encoding="utf-8"))
-        if "uncertainty" not in recorded:  # scored before intervals were recorded: score again, so it has them
-            return None
         wanted = json.loads(json.dumps(requested_settings(name, raw)))  # compared as JSON: tuples are lists
         return recorded if recorded.get("requested") == wanted else None
 
