@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from src.store import default_cache_dir
 from src.teacher.clients import ChatResult, Sampling, count_prompt_tokens, load_local_handle, local_generate
-from src.teacher.serve_batcher import Batcher, ServerBusy
+from src.teacher.serve_batcher import Batcher, Generate, ServerBusy
 from src.teacher.serve_request import MAX_BODY_BYTES, ChatJob, RequestProblem, parse_chat_body
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,14 @@ def model_context(handle) -> int:
 
 
 def build_app(handle, model_name: str, api_key: str | None = None, max_tokens_cap: int = 2048,
-              max_batch: int = 8, max_queue: int = 64, window_s: float = 0.05) -> FastAPI:
+              max_batch: int = 8, max_queue: int = 64, window_s: float = 0.05,
+              generate: Generate | None = None) -> FastAPI:
+    """The app; `generate` (rows, sampling) -> results defaults to local_generate on the handle."""
     app = FastAPI(title="imitation-gap local teacher")
     created = int(time.time())
     context = model_context(handle)
-    batcher = Batcher(lambda rows, sampling: local_generate(handle, rows, sampling), max_batch=max_batch,
+    generate = generate or (lambda rows, sampling: local_generate(handle, rows, sampling))
+    batcher = Batcher(generate, max_batch=max_batch,
                       max_queue=max_queue, window_s=window_s)
     app.state.batcher = batcher  # tests and the bench read its stats
     app.router.add_event_handler("shutdown", batcher.close)
