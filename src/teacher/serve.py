@@ -21,6 +21,8 @@ import asyncio
 import json
 import logging
 import os
+import socket
+import threading
 import time
 import uuid
 from concurrent.futures import CancelledError
@@ -166,6 +168,34 @@ def _events(reply_id: str, model_name: str, results: list[ChatResult], usage: di
     if usage is not None:  # stream_options.include_usage: one last chunk with no choices
         yield f"data: {json.dumps(dict(base, choices=[], usage=usage))}\n\n"
     yield "data: [DONE]\n\n"
+
+
+class ServerThread:
+    """An app under uvicorn in a thread of this process, on a free loopback port (tests, the bench):
+    `with ServerThread(app) as server: ... server.url` is the /v1 base URL."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
 
 
 def main(argv: list[str] | None = None) -> None:
