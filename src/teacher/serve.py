@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     handle = load_local_handle(args.model, args.cache_dir, pick_device(args.device))
     app = build_app(handle, args.name or args.model, api_key=api_key, max_tokens_cap=args.max_tokens_cap,
                     max_batch=args.max_batch, max_queue=args.max_queue, window_s=args.batch_window)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # Connections beyond this are answered 503 by uvicorn before their bodies are read (memory bound).
+    limit = max(256, 2 * (args.max_queue + args.max_batch))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", limit_concurrency=limit)
 
 
 if __name__ == "__main__":
