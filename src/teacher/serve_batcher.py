@@ -4,7 +4,8 @@ A request waits in a bounded queue; the thread takes the oldest and, for up to `
 the waiting requests it can share a batch with (the same max_tokens, temperature, top_p and stop)
 until the batch holds `max_batch` rows. Requests that arrive while a batch generates wait for the
 next one, so a busy server batches without any window. Beyond `max_queue` waiting requests
-`submit` raises ServerBusy (the endpoint answers 429 with Retry-After). A request whose client went
+`submit` raises ServerBusy (the endpoint answers 429), saying when the running batch should end:
+then the next batch leaves the queue and places are free. A request whose client went
 away before its batch started is dropped and frees its place; one already generating finishes with
 its batch (a row cannot leave a running generate) and its answer is thrown away.
 
@@ -16,7 +17,6 @@ the server was doing. Unseeded sampled requests and greedy ones share batches.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -35,7 +35,7 @@ class ServerBusy(RuntimeError):
     """The queue is full: ask again after `retry_after` seconds."""
 
     def __init__(self, retry_after: float):
-        super().__init__(f"the server is busy; retry after {retry_after:.0f} s")
+        super().__init__(f"the server is busy; retry after {retry_after:.2f} s")
         self.retry_after = retry_after
 
 
@@ -70,6 +70,7 @@ class Batcher:
         self.cond = threading.Condition()
         self.stats = BatcherStats()
         self.closing = False
+        self.batch_started: float | None = None  # monotonic time the running batch began; None when idle
         self.thread = threading.Thread(target=self._run, name="serve-batcher", daemon=True)
         self.thread.start()
 
@@ -78,9 +79,10 @@ class Batcher:
         with self.cond:
             self._drop_cancelled()
             if len(self.waiting) >= self.max_queue:
-                # one batch's time per max_batch requests ahead, at least a second (Retry-After is whole s)
-                ahead = math.ceil(len(self.waiting) / self.max_batch) * max(self.stats.last_batch_s, 0.5)
-                raise ServerBusy(float(min(60, max(1, math.ceil(ahead)))))
+                # Places free when the running batch ends (the next one leaves the queue): come back then.
+                running_for = time.monotonic() - self.batch_started if self.batch_started else 0.0
+                expected = self.stats.last_batch_s or 1.0  # before the first batch ends: a guess
+                raise ServerBusy(min(60.0, max(0.05, expected - running_for)))
             self.waiting.append(work)
             self.cond.notify_all()
         return work.future
@@ -104,15 +106,18 @@ class Batcher:
     def _take(self) -> list[Work] | None:
         """The next batch, after the window for company; None when closing."""
         with self.cond:
+            idle = False
             while True:
                 self._drop_cancelled()
                 if self.closing:
                     return None
                 if self.waiting:
                     break
+                idle = True
                 self.cond.wait()
             first = self.waiting[0]
-            if not first.alone and self.max_batch > 1:
+            # Only an idle server waits for company: on a busy one requests piled up during the last batch.
+            if idle and not first.alone and self.max_batch > 1:
                 deadline = time.monotonic() + self.window_s
                 while (left := deadline - time.monotonic()) > 0 and self._rows_for(first) < self.max_batch:
                     self.cond.wait(left)
@@ -143,7 +148,7 @@ class Batcher:
                 continue
             rows = [row for w in batch for row in w.rows]
             sampling = batch[0].sampling
-            start = time.perf_counter()
+            self.batch_started = start = time.monotonic()
             try:
                 results = self.generate(rows, sampling)
             except Exception as err:  # a real server fault: logged once, every request in the batch told
@@ -151,7 +156,9 @@ class Batcher:
                 for work in batch:
                     work.future.set_exception(err)
                 continue
-            self.stats.last_batch_s = time.perf_counter() - start
+            finally:
+                self.batch_started = None
+            self.stats.last_batch_s = time.monotonic() - start
             self.stats.batches += 1
             self.stats.rows += len(rows)
             self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
