@@ -128,9 +128,7 @@ def build_app(handle, model_name: str, api_key: str | None = None, max_tokens_ca
         try:
             future = batcher.submit(rows, sampling, alone=sampling.temperature > 0 and sampling.seed is not None)
         except ServerBusy as busy:
-            # Retry-After is whole seconds (HTTP); the openai client also reads retry-after-ms
-            headers = {"Retry-After": str(math.ceil(busy.retry_after)),
-                       "retry-after-ms": str(math.ceil(busy.retry_after * 1000))}
+            headers = {"Retry-After": str(math.ceil(busy.retry_after))}  # whole seconds, as HTTP has it
             return JSONResponse(status_code=429, headers=headers,
                                 content={"error": {"message": str(busy), "type": "rate_limit_error",
                                                    "param": None, "code": "server_busy"}})

@@ -4,8 +4,10 @@ A request waits in a bounded queue; the thread takes the oldest and, for up to `
 the waiting requests it can share a batch with (the same max_tokens, temperature, top_p and stop)
 until the batch holds `max_batch` rows. Requests that arrive while a batch generates wait for the
 next one, so a busy server batches without any window. Beyond `max_queue` waiting requests
-`submit` raises ServerBusy (the endpoint answers 429), saying when the running batch should end:
-then the next batch leaves the queue and places are free. A request whose client went
+`submit` raises ServerBusy (the endpoint answers 429), saying when the running batch should end
+(at least 1 s): then the next batch leaves the queue and places are free. Under sustained overload
+(more clients than max_batch + max_queue) a refused client competes with clients just answered, who
+ask again at once, and can lose repeatedly: size max_queue to the clients expected. A request whose client went
 away before its batch started is dropped and frees its place; one already generating finishes with
 its batch (a row cannot leave a running generate) and its answer is thrown away.
 
@@ -81,8 +83,9 @@ class Batcher:
             if len(self.waiting) >= self.max_queue:
                 # Places free when the running batch ends (the next one leaves the queue): come back then.
                 running_for = time.monotonic() - self.batch_started if self.batch_started else 0.0
+                # At least 1 s: a client's retries are counted, and polling faster only spends them.
                 expected = self.stats.last_batch_s or 1.0  # before the first batch ends: a guess
-                raise ServerBusy(min(60.0, max(0.05, expected - running_for)))
+                raise ServerBusy(min(60.0, max(1.0, expected - running_for)))
             self.waiting.append(work)
             self.cond.notify_all()
         return work.future
