@@ -2,14 +2,15 @@
 
 A request waits in a bounded queue; the thread takes the oldest and, for up to `window_s`, gathers
 the waiting requests it can share a batch with (the same max_tokens, temperature, top_p and stop)
-until the batch holds `max_batch` rows. Requests that arrive while a batch generates wait for the
-next one, so a busy server batches without any window. Beyond `max_queue` waiting requests
-`submit` raises ServerBusy (the endpoint answers 429), saying when the running batch should end
-(at least 1 s): then the next batch leaves the queue and places are free. Under sustained overload
-(more clients than max_batch + max_queue) a refused client competes with clients just answered, who
-ask again at once, and can lose repeatedly: size max_queue to the clients expected. A request whose client went
-away before its batch started is dropped and frees its place; one already generating finishes with
-its batch (a row cannot leave a running generate) and its answer is thrown away.
+until the batch holds `max_batch` rows (a client just answered asks again within milliseconds: the
+window lets its next request join). Requests that arrive while a batch generates wait for the next.
+Beyond a full next batch and `max_queue` more, `submit` raises ServerBusy (the endpoint answers
+429), saying when the running batch should end (at least 1 s): then the next batch leaves the queue.
+Under sustained overload (more clients than 2 x max_batch + max_queue) a refused client competes
+with clients just answered, who ask again at once, and can lose repeatedly: size max_queue to the
+clients expected. A request whose client went away before its batch started is dropped and frees
+its place; one already generating finishes with its batch (a row cannot leave a running generate)
+and its answer is thrown away.
 
 Seeded sampling: a row's random draws depend on the rows beside it, so a sampled request with a
 seed is generated alone (its n choices together), the seed set first; it then repeats whatever else
@@ -80,7 +81,7 @@ class Batcher:
         work = Work(rows, sampling, alone)
         with self.cond:
             self._drop_cancelled()
-            if len(self.waiting) >= self.max_queue:
+            if len(self.waiting) >= self.max_batch + self.max_queue:  # the next batch, and max_queue beyond it
                 # Places free when the running batch ends (the next one leaves the queue): come back then.
                 running_for = time.monotonic() - self.batch_started if self.batch_started else 0.0
                 # At least 1 s: a client's retries are counted, and polling faster only spends them.
@@ -109,18 +110,16 @@ class Batcher:
     def _take(self) -> list[Work] | None:
         """The next batch, after the window for company; None when closing."""
         with self.cond:
-            idle = False
             while True:
                 self._drop_cancelled()
                 if self.closing:
                     return None
                 if self.waiting:
                     break
-                idle = True
                 self.cond.wait()
             first = self.waiting[0]
-            # Only an idle server waits for company: on a busy one requests piled up during the last batch.
-            if idle and not first.alone and self.max_batch > 1:
+            # Clients just answered ask again within milliseconds: waiting for them fills the batch.
+            if not first.alone and self.max_batch > 1:
                 deadline = time.monotonic() + self.window_s
                 while (left := deadline - time.monotonic()) > 0 and self._rows_for(first) < self.max_batch:
                     self.cond.wait(left)

@@ -67,7 +67,7 @@ def test_waiting_requests_share_a_batch_by_sampling_and_seeded_samples_go_alone(
 
 def test_a_full_queue_is_busy_and_a_gone_client_frees_its_place():
     gen = Recorder()
-    batcher = Batcher(gen, max_batch=1, max_queue=2, window_s=0.0)
+    batcher = Batcher(gen, max_batch=1, max_queue=1, window_s=0.0)  # places: the next batch (1) and 1 more
     try:
         batcher.submit(conv("running"), GREEDY)
         assert gen.started.wait(10)
@@ -135,7 +135,7 @@ def test_concurrent_requests_are_batched_and_answer_as_one_at_a_time(tiny_handle
 
 def test_beyond_the_queue_429_with_retry_after_and_collect_retries_to_success(tiny_handle, tmp_path):
     app = build_app(tiny_handle, "tiny", max_batch=1, max_queue=1, window_s=0.0)
-    with AppServer(app) as server:
+    with AppServer(app) as server:  # one generating, two waiting: of six at once, some are refused
         with ThreadPoolExecutor(6) as pool:
             statuses = list(pool.map(lambda i: httpx.post(server.url + "/chat/completions", timeout=120, json={
                 "model": "tiny", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 16}),
