@@ -38,13 +38,14 @@ class ModelHandle:
                  batch_size: int = 8, chat: bool = False, desc: str = "generate",
                  repetition_penalty: float = 1.0, finished: list[bool] | None = None,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 top_k: int = 0) -> list[str]:
+                 top_k: int = 0, lengths: list[int] | None = None) -> list[str]:
         """Continuations (greedy when temperature is 0, else sampled from the top_p nucleus, and from the
         top_k most likely tokens when top_k > 0; `seed` makes samples repeatable), cut at the first stop
         string. Prompts are batched by length with left
         padding; `chat` prompts are already rendered by the chat format (so no BOS is added twice).
         If `finished` is a list, it receives per prompt whether the model ended its reply (EOS or a
-        stop string) rather than running out of max_new_tokens."""
+        stop string) rather than running out of max_new_tokens; if `lengths` is a list, the number of
+        tokens generated per prompt (through its EOS, padding after it not counted)."""
         tok = self.tokenizer
         tok.padding_side = "left"
         self.model.eval()
@@ -55,6 +56,7 @@ class ModelHandle:
             order = list(range(len(prompts)))
         outputs: list[str] = [""] * len(prompts)
         ended: list[bool] = [False] * len(prompts)
+        counts: list[int] = [0] * len(prompts)
         prefix = bos_prefix(tok, self.format) if chat else []
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         sampling = {"do_sample": False}
@@ -80,9 +82,13 @@ class ModelHandle:
                 new = generated[row, width:]
                 text = tok.decode(new, skip_special_tokens=True)
                 outputs[i] = cut_at_stop(text, stop)
-                ended[i] = bool((new == tok.eos_token_id).any()) or len(outputs[i]) < len(text)
+                eos = (new == tok.eos_token_id).nonzero()
+                ended[i] = bool(len(eos)) or len(outputs[i]) < len(text)
+                counts[i] = int(eos[0, 0]) + 1 if len(eos) else len(new)
         if finished is not None:
             finished[:] = ended
+        if lengths is not None:
+            lengths[:] = counts
         return outputs
 
     def encode(self, text: str, chat: bool = False) -> list[int]:

@@ -63,7 +63,7 @@ class VLLMHandle:
                  batch_size: int = 8, chat: bool = False, desc: str = "generate",
                  repetition_penalty: float = 1.0, finished: list[bool] | None = None,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 top_k: int = 0) -> list[str]:
+                 top_k: int = 0, lengths: list[int] | None = None) -> list[str]:
         """As ModelHandle.generate; vLLM batches by itself (batch_size is ignored)."""
         params = self._sampling(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k if top_k > 0 else -1,  # vLLM's "no top-k" is -1
@@ -74,6 +74,8 @@ class VLLMHandle:
         if finished is not None:
             # "stop" = EOS or a stop string; "length" = ran out of max_new_tokens
             finished[:] = [out.outputs[0].finish_reason == "stop" for out in outputs]
+        if lengths is not None:
+            lengths[:] = [len(out.outputs[0].token_ids) for out in outputs]
         return texts
 
     def _prompt_logprobs(self, sequences: list[list[int]]) -> list[list]:

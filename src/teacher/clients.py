@@ -46,7 +46,8 @@ class Sampling:
     max_tokens: int = 512
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
-    seed: int = 0
+    seed: int | None = 0  # None: sampled from wherever torch's generator stands
+    top_p: float = 1.0
 
 
 class Teacher(Protocol):
@@ -236,25 +237,39 @@ def local_generate(handle, conversations: Sequence[Sequence[dict]], sampling: Sa
     """One batch of chat completions from a ModelHandle (handle.generate): greedy at temperature 0,
     else sampled, repeatably for one seed. Replies are cut at the first stop string; a reply ended by
     EOS or a stop string is finish_reason "stop", one cut off by max_tokens "length"."""
-    from src.data.conversation import Message
     from src.data.template import bos_prefix
 
     tok = handle.tokenizer
-    prompts = [handle.format.generation_prompt([Message(m["role"], m["content"]) for m in conv])
-               for conv in conversations]
+    prompts = [_generation_prompt(handle, conv) for conv in conversations]
     prefix = bos_prefix(tok, handle.format)
     prompt_tokens = [len(prefix) + len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     sampled = {}
     if sampling.temperature > 0:
         # top_k=50: sampled replies have always come from HF generate's default top-k of 50;
         # handle.generate's own default (top_k=0) would sample from the whole vocabulary.
-        sampled = {"temperature": sampling.temperature, "seed": sampling.seed, "top_k": 50}
+        sampled = {"temperature": sampling.temperature, "seed": sampling.seed, "top_k": 50,
+                   "top_p": float(sampling.top_p)}
     finished: list[bool] = []
+    lengths: list[int] = []  # tokens generated (decoding and encoding the text again can count more)
     texts = handle.generate(prompts, sampling.max_tokens, stop=sampling.stop, batch_size=len(prompts),
-                            chat=True, desc="teacher", finished=finished, **sampled)
+                            chat=True, desc="teacher", finished=finished, lengths=lengths, **sampled)
     results = []
-    for text, done, n_prompt in zip(texts, finished, prompt_tokens, strict=True):  # texts: cut at stop
-        results.append(ChatResult(text=text.strip(), prompt_tokens=n_prompt,
-                                  completion_tokens=len(tok(text, add_special_tokens=False)["input_ids"]),
+    for text, done, n_prompt, n_new in zip(texts, finished, prompt_tokens, lengths, strict=True):  # cut at stop
+        results.append(ChatResult(text=text.strip(), prompt_tokens=n_prompt, completion_tokens=n_new,
                                   finish_reason="stop" if done else "length"))
     return results
+
+
+def _generation_prompt(handle, conversation: Sequence[dict]) -> str:
+    from src.data.conversation import Message
+
+    return handle.format.generation_prompt([Message(m["role"], m["content"]) for m in conversation])
+
+
+def count_prompt_tokens(handle, conversation: Sequence[dict]) -> int:
+    """Tokens local_generate feeds the model for this conversation (its usage.prompt_tokens)."""
+    from src.data.template import bos_prefix
+
+    text = _generation_prompt(handle, conversation)
+    return len(bos_prefix(handle.tokenizer, handle.format)) + len(
+        handle.tokenizer(text, add_special_tokens=False)["input_ids"])

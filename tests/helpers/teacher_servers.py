@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
-import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from src.teacher.serve import ServerThread
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
@@ -97,28 +97,65 @@ class FaultServer:
         self.thread.join(10)
 
 
-class AppServer:
-    """A FastAPI app under uvicorn in a thread, on a free loopback port."""
+AppServer = ServerThread  # the real src.serve app under uvicorn in a thread, on a free loopback port
 
-    def __init__(self, app):
-        import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+class VllmStandIn:
+    """An endpoint answering in the shapes of vLLM's own OpenAI server (`vllm serve`): its extra
+    fields (stop_reason, reasoning_content, tool_calls, prompt_logprobs, prompt_tokens_details) and
+    its top-level error object {"object": "error", "message", "type", "param", "code"}. A prompt
+    containing [long] is refused as vLLM refuses a prompt over the model's context; one containing
+    [cut] ends by length."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                stand_in.bodies.append(body)
+                status, reply = stand_in.reply(body)
+                payload = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def reply(self, body: dict) -> tuple[int, dict]:
+        prompt = body["messages"][-1]["content"]
+        if "[long]" in prompt:
+            return 400, {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                         "message": "This model's maximum context length is 2048 tokens. However, you requested "
+                                    "2300 tokens (2044 in the messages, 256 in the completion). Please reduce the "
+                                    "length of the messages or completion."}
+        cut = "[cut]" in prompt
+        completion = body.get("max_tokens", 16) if cut else 3
+        return 200, {
+            "id": "chatcmpl-7c9e0a5b3f1d4e2a8b6c0d9e1f2a3b4c", "object": "chat.completion", "created": 1730000000,
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "reasoning_content": None,
+                                                 "content": f"vllm says: {prompt}", "tool_calls": []},
+                         "logprobs": None, "finish_reason": "length" if cut else "stop",
+                         "stop_reason": None if cut else 128009}],
+            "usage": {"prompt_tokens": 12, "total_tokens": 12 + completion, "completion_tokens": completion,
+                      "prompt_tokens_details": None},
+            "prompt_logprobs": None, "kv_transfer_params": None}
 
     def __enter__(self):
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
         return self
 
     def __exit__(self, *exc):
-        self.server.should_exit = True
+        self.httpd.shutdown()
+        self.httpd.server_close()
         self.thread.join(10)
-        self.sock.close()

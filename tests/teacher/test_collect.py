@@ -26,9 +26,9 @@ from src.teacher.collect import (
 from tests.helpers.teacher_servers import FaultServer
 
 
-def fast_teacher(url: str, **kwargs) -> HttpTeacher:
+def fast_teacher(url: str, model: str = "fault", **kwargs) -> HttpTeacher:
     settings = dict(api_key_env=None, timeout=1.0, max_retries=3, backoff=0.01, max_backoff=0.05, concurrency=3)
-    return HttpTeacher(url, "fault", **{**settings, **kwargs})
+    return HttpTeacher(url, model, **{**settings, **kwargs})
 
 
 FAULTY = [
@@ -164,3 +164,22 @@ def test_a_corrupt_partial_file_is_an_error_naming_its_line(tmp_path):
     partial_path(out).write_text('{"id": "a", "conversations": []}\nnot json\n{"id": "b", "conversations": []}\n')
     with pytest.raises(CollectError, match=r"o.json.partial.jsonl:2: corrupt partial output"):
         collect([Prompt("a", "x")], fast_teacher("http://127.0.0.1:9/v1"), out, CollectSettings())
+
+
+def test_collect_against_vllm_shaped_replies(tmp_path):
+    """What `vllm serve` answers (extra fields, its own error object, stop_reason as a token id)
+    is read as any OpenAI endpoint's: kept, truncated or failed, never a crash or a retry loop."""
+    from tests.helpers.teacher_servers import VllmStandIn
+
+    prompts = [Prompt("a", "first"), Prompt("b", "too long [long]"), Prompt("c", "cut off [cut]"), Prompt("d", "last")]
+    out = tmp_path / "v.json"
+    with VllmStandIn() as server:
+        stats = collect(prompts, fast_teacher(server.url, model="Qwen/Qwen2.5-7B-Instruct"), out,
+                        CollectSettings(sampling=Sampling(max_tokens=16)))
+        bodies = server.bodies
+    assert (stats.asked, stats.kept, stats.failed, stats.truncated, stats.retries) == (4, 2, 1, 1, 0)
+    assert (stats.prompt_tokens, stats.completion_tokens) == (36, 3 + 16 + 3)  # the 400 costs nothing
+    assert "maximum context length" in stats.first_errors.get("failed", "")
+    assert [r["conversations"][1]["value"] for r in json.loads(out.read_text())] == ["vllm says: first",
+                                                                                   "vllm says: last"]
+    assert {b["model"] for b in bodies} == {"Qwen/Qwen2.5-7B-Instruct"} and len(bodies) == 4

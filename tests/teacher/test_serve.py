@@ -47,7 +47,7 @@ def test_chat_completion_shape_and_errors(server):
     with httpx.Client(timeout=60) as client:
         reply = client.post(server.url + "/chat/completions", json=body, headers=auth()).json()
         again = client.post(server.url + "/chat/completions", json=body, headers=auth()).json()
-        bad = client.post(server.url + "/chat/completions", json={"messages": [{"role": "x"}]}, headers=auth())
+        bad = client.post(server.url + "/chat/completions", json={"model": "tiny", "messages": [{"role": "x", "content": "Hi"}]}, headers=auth())
         stream = client.post(server.url + "/chat/completions", json={**body, "stream": True}, headers=auth())
     choice = reply["choices"][0]
     assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "length"  # 5 tokens, untrained
