@@ -9,6 +9,10 @@ turn of each conversation is asked again), or --source NAME (conf/data_source/NA
 appended, one JSON line each, to <out>.partial.jsonl as they arrive, so a killed run resumes where it
 stopped; at the end <out> is written atomically (JSON list, or JSONL when <out> ends in .jsonl) in
 prompt order, and <out stem>.collect.json records settings, counts, tokens and cost.
+
+With --select random|uncertainty|diversity --budget N (and --student MODEL for the last two), only N
+prompts of the pool are asked, chosen before any is paid for (src/teacher/select.py); the choice, its
+scores and its seed go to <out stem>.selection.json and into the .collect.json.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from src.data.formats.records import JSON_ERRORS, json_problem
 from src.io import write_json_atomic, write_text_atomic
 from src.progress import progress
 from src.store import default_cache_dir
-from src.teacher.clients import ChatRequest, HttpTeacher, LocalTeacher, MalformedReply, Sampling, Teacher
+from src.teacher.clients import (
+    ChatRequest,
+    HttpTeacher,
+    LocalTeacher,
+    MalformedReply,
+    Sampling,
+    Teacher,
+    load_local_handle,
+)
+from src.teacher.select import SELECTORS, SelectionError, load_or_select, selection_path
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +200,11 @@ def sharegpt_record(prompt_id: str, prompt: str, reply: str) -> dict:
     return {"id": prompt_id, "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": reply}]}
 
 
-def collect(prompts: list[Prompt], teacher: Teacher, out: Path, settings: CollectSettings) -> CollectStats:
-    """Ask the teacher every prompt not yet answered in the partial file, then write `out`."""
+def collect(prompts: list[Prompt], teacher: Teacher, out: Path, settings: CollectSettings,
+            selection: dict | None = None) -> CollectStats:
+    """Ask the teacher every prompt not yet answered in the partial file, then write `out`. A
+    `selection` (src/teacher/select.py: which prompts of a pool were chosen and why) is recorded in
+    <out>.collect.json."""
     out = Path(out)
     start = time.perf_counter()
     stats = CollectStats(prompts_read=len(prompts))
@@ -235,8 +251,10 @@ def collect(prompts: list[Prompt], teacher: Teacher, out: Path, settings: Collec
     else:
         write_json_atomic(out, final)
     stats.seconds = round(time.perf_counter() - start, 2)
-    write_json_atomic(stats_path(out), {
-        "teacher": teacher.name, "output": str(out), "settings": asdict(settings), "stats": asdict(stats)})
+    record = {"teacher": teacher.name, "output": str(out), "settings": asdict(settings), "stats": asdict(stats)}
+    if selection is not None:
+        record["selection"] = selection
+    write_json_atomic(stats_path(out), record)
     return stats
 
 
@@ -256,6 +274,47 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-tokens", type=int, default=512)
     group.add_argument("--temperature", type=float, default=0.0)
     group.add_argument("--seed", type=int, default=0, help="local sampling seed")
+
+
+def add_select_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("choosing which prompts to ask (src/teacher/select.py)")
+    group.add_argument("--select", choices=SELECTORS, help="ask only --budget prompts of the pool, chosen so")
+    group.add_argument("--budget", type=int, help="--select: how many prompts to pay the teacher for")
+    group.add_argument("--student", help="--select uncertainty|diversity: the conf/model name or checkpoint "
+                                         "directory whose uncertainty or hidden states score the pool")
+    group.add_argument("--select-seed", type=int, default=0, help="--select: seed of random and the first k-center pick")
+    group.add_argument("--student-max-tokens", type=int, default=32,
+                       help="--select uncertainty: tokens of the student's own reply that are scored")
+
+
+def choose_prompts(prompts: list[Prompt], args: argparse.Namespace, out: Path) -> tuple[list[Prompt], dict | None]:
+    """The prompts to ask: all of them, or the --budget chosen by --select (saved beside the output,
+    so a resumed run asks the same ones)."""
+    if not args.select:
+        if args.budget or args.student:
+            raise CollectError("--budget and --student only apply with --select random|uncertainty|diversity")
+        return prompts, None
+    if args.budget is None:
+        raise CollectError("--select needs --budget N (how many prompts to ask)")
+    if args.select != "random" and not args.student:
+        raise CollectError(f"--select {args.select} needs --student MODEL (a conf/model name or a checkpoint dir)")
+    unique, _ = dedup(prompts)
+
+    def open_student():
+        from src.models.load import pick_device
+
+        return load_local_handle(args.student, args.cache_dir, pick_device("auto"))
+
+    try:
+        selection, reused = load_or_select(
+            [(p.id, p.prompt) for p in unique], args.select, args.budget, args.select_seed, args.student,
+            selection_path(out), open_student, max_new_tokens=args.student_max_tokens, batch_size=args.batch_size)
+    except SelectionError as err:
+        raise CollectError(str(err)) from err
+    log.info("%s %d of %d prompts by %s%s", "reusing the choice of" if reused else "chose", len(selection.chosen),
+             len(unique), args.select, f" (student {args.student})" if selection.student else "")
+    by_id = {p.id: p for p in unique}
+    return [by_id[i] for i in selection.chosen], selection.to_dict()
 
 
 def teacher_from_args(args: argparse.Namespace) -> Teacher:
@@ -283,20 +342,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-truncated", action="store_true", help="keep replies cut off by --max-tokens")
     parser.add_argument("--cost-per-1k-prompt", type=float, default=0.0)
     parser.add_argument("--cost-per-1k-completion", type=float, default=0.0)
+    add_select_args(parser)
     add_teacher_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress bar
     try:
         prompts = load_prompts(resolve_path(args.prompts) if args.prompts else source_path(args.source))
+        prompts = prompts[:args.limit] if args.limit else prompts
         teacher = teacher_from_args(args)
+        prompts, selection = choose_prompts(prompts, args, Path(args.out))
     except CollectError as err:
         parser.exit(2, f"error: {err}\n")
     settings = CollectSettings(
         sampling=Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
         system=args.system, keep_truncated=args.keep_truncated,
         cost_per_1k_prompt=args.cost_per_1k_prompt, cost_per_1k_completion=args.cost_per_1k_completion)
-    stats = collect(prompts[:args.limit] if args.limit else prompts, teacher, Path(args.out), settings)
+    stats = collect(prompts, teacher, Path(args.out), settings, selection=selection)
     print(json.dumps(asdict(stats), indent=2))
 
 

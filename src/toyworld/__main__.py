@@ -1,5 +1,7 @@
 """python -m src.toyworld write [--seed N]   the world's data and benchmark files (under cache_dir)
-python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved"""
+python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved
+python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
+                                             which prompts to pay the teacher for: each selector vs random"""
 
 from __future__ import annotations
 
@@ -7,9 +9,15 @@ import argparse
 from pathlib import Path
 
 from src.store import default_cache_dir
+from src.teacher.select import SELECTORS
 from src.toyworld.files import write_files
 from src.toyworld.findings import write_findings
+from src.toyworld.selection import run_study
 from src.toyworld.world import WorldSpec
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def main() -> None:
@@ -22,8 +30,16 @@ def main() -> None:
     write.add_argument("--force", action="store_true", help="rewrite even when the manifest matches")
     found = sub.add_parser("findings", help="state the three findings of a finished grid")
     found.add_argument("root", type=Path)
+    chosen = sub.add_parser("selection", help="local imitation of toy_l on teacher queries chosen by each selector")
+    chosen.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
+    chosen.add_argument("--queries", default="50,150,450", help="teacher answers bought (conversations)")
+    chosen.add_argument("--selectors", default=",".join(SELECTORS))
+    chosen.add_argument("--out", type=Path, default=Path("multirun/toyworld_selection"))
+    chosen.add_argument("--cache-dir", default=default_cache_dir())
     args = parser.parse_args()
-    if args.command == "write":
+    if args.command == "selection":
+        print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
+    elif args.command == "write":
         print(f"toy world files: {write_files(WorldSpec(seed=args.seed), args.cache_dir, force=args.force)}")
     else:
         print(write_findings(args.root))

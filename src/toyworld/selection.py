@@ -1,0 +1,241 @@
+"""Which prompts to pay the teacher for, measured in the toy world, where the oracle teacher is free.
+
+    python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450] [--out multirun/toyworld_selection]
+
+Per world seed: the pool is the local imitation set's prompts (the evaluated task's questions about
+corpus entities the benchmarks never ask about); `toy_l`'s base model is the student that scores them;
+each selector (src/teacher/select.py) chooses the largest budget once (budgets are nested prefixes); the
+oracle's answers to the first N chosen become a ShareGPT file; one cell per (selector, N) fine-tunes
+`toy_l` on all of it with the toy world's recipe and scores toy QA (and cloze, to see what the facts
+lose). Then, at equal queries, every selector against random, paired by seed: selection.csv,
+selection.png and selection_findings.md in the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.io import write_json_atomic, write_text_atomic
+from src.store import default_cache_dir
+from src.teacher.select import SELECTORS, load_or_select
+from src.toyworld.files import data_dir, local_conversations
+from src.toyworld.world import WorldSpec, make_world
+
+QA, CLOZE = "toy_qa/em", "toy_cloze/acc"
+TEACHER_QA = 1.0  # the oracle answers every question right (conf/teacher/toyworld.yaml)
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def compose(overrides: list[str]) -> dict:
+    """The composed config of one cell, as src.main would see it from the command line."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from src import PROJECT_ROOT
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    return raw
+
+
+def base_overrides(seed: int, cache_dir: str, job_dir: Path) -> list[str]:
+    return ["experiment=toyworld", "model=toy_l", "data_source=toy_local", f"seed={seed}",
+            f"cache_dir='{cache_dir}'", f"output_dir='{job_dir}'", "benchmark=[toy_qa,toy_cloze]"]
+
+
+def selected_file(cache_dir: str, seed: int, selector: str, queries: int) -> Path:
+    return data_dir(cache_dir, seed) / "selected" / f"{selector}_{queries}.json"
+
+
+def write_selected_sources(seed: int, selectors: list[str], queries: list[int], cache_dir: str) -> dict:
+    """For each selector, the ShareGPT files of the first N chosen prompts with the oracle's answers."""
+    from src.models.hf import load_handle
+    from src.models.load import pick_device
+    from src.plugins import load_config
+
+    pool = local_conversations(make_world(WorldSpec(seed=seed)))
+    pairs = [(r["id"], r["conversations"][0]["value"]) for r in pool]
+    by_id = {r["id"]: r for r in pool}
+    handle = None
+
+    def student():
+        nonlocal handle
+        if handle is None:
+            cfg = load_config(compose(base_overrides(seed, cache_dir, Path("."))))
+            handle = load_handle(cfg.model, cfg.cache_dir, pick_device("cpu"), trained=False, seed=seed)
+        return handle
+
+    chosen = {}
+    for selector in selectors:
+        folder = data_dir(cache_dir, seed) / "selected"
+        selection, _ = load_or_select(pairs, selector, max(queries), seed, "toy_l", folder / f"{selector}.selection.json",
+                                      student, max_new_tokens=16, batch_size=32)
+        chosen[selector] = selection.chosen
+        for n in queries:
+            path = selected_file(cache_dir, seed, selector, n)
+            rows = [by_id[i] for i in selection.chosen[:n]]
+            if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
+                write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    return chosen
+
+
+def run_cells(seed: int, selectors: list[str], queries: list[int], cache_dir: str, out: Path) -> list[dict]:
+    from src.main import run_cell
+
+    rows = []
+    cells = [("base", 0)] + [(s, n) for s in selectors for n in queries]
+    for selector, n in cells:
+        job_dir = out / f"seed_{seed}" / f"{selector}_{n}"
+        overrides = base_overrides(seed, cache_dir, job_dir)
+        if selector == "base":
+            overrides += ["data.amount=0"]
+        else:
+            overrides += ["data.amount=all", f"data.source.name=toy_select_{selector}_{n}",
+                          f"data.source.path='{selected_file(cache_dir, seed, selector, n)}'"]
+        results = run_cell(compose(overrides), job_dir, overrides)
+        rows.append({"seed": seed, "selector": selector, "queries": n, "tokens": results.tokens.total,
+                     "qa": results.metrics[QA], "cloze": results.metrics[CLOZE], "run_id": results.run_id})
+        print(f"seed {seed} {selector:>11} {n:>4} queries: QA {rows[-1]['qa']:.3f} cloze {rows[-1]['cloze']:.3f}")
+    return rows
+
+
+@dataclass
+class Comparison:
+    selector: str
+    queries: int
+    mean: float  # the selector's QA, mean over seeds
+    sd: float
+    random_mean: float
+    delta: float  # mean over seeds of (selector - random), paired by seed
+    ci95: tuple[float, float] | None  # t interval over the seeds' paired deltas (None with one seed)
+    verdict: str
+
+
+def _interval(deltas: list[float]) -> tuple[float, float] | None:
+    if len(deltas) < 2:
+        return None
+    half = T_975.get(len(deltas) - 1, 1.96) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    mean = statistics.fmean(deltas)
+    return (mean - half, mean + half)
+
+
+def compare(rows: list[dict]) -> list[Comparison]:
+    """Each selector against random at equal queries, paired by world seed."""
+    qa = {(r["seed"], r["selector"], r["queries"]): r["qa"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    out = []
+    for selector, n in sorted({(r["selector"], r["queries"]) for r in rows if r["selector"] not in ("base", "random")}):
+        paired = [s for s in seeds if (s, selector, n) in qa and (s, "random", n) in qa]
+        if not paired:
+            continue
+        mine = [qa[(s, selector, n)] for s in paired]
+        theirs = [qa[(s, "random", n)] for s in paired]
+        deltas = [a - b for a, b in zip(mine, theirs, strict=True)]
+        ci = _interval(deltas)
+        if ci is None:
+            verdict = "cannot tell (one seed)"
+        elif ci[0] > 0:
+            verdict = "beats random"
+        elif ci[1] < 0:
+            verdict = "worse than random"
+        else:
+            verdict = "no difference shown"
+        out.append(Comparison(selector, n, statistics.fmean(mine), statistics.stdev(mine) if len(mine) > 1 else 0.0,
+                              statistics.fmean(theirs), statistics.fmean(deltas), ci, verdict))
+    return out
+
+
+def gap_closed(qa: float, base: float) -> float:
+    return (qa - base) / (TEACHER_QA - base) if TEACHER_QA != base else float("nan")
+
+
+def write_report(rows: list[dict], out: Path) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    base = {r["seed"]: r["qa"] for r in rows if r["selector"] == "base"}
+    with open(out / "selection.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "gap_closed"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "gap_closed": round(gap_closed(r["qa"], base[r["seed"]]), 4)})
+    comparisons = compare(rows)
+    seeds = sorted(base)
+    lines = [f"# Which prompts to pay the teacher for (toy world, toy_l, seeds {', '.join(map(str, seeds))})", "",
+             f"Base QA {statistics.fmean(base.values()):.3f} (mean over seeds); the oracle teacher {TEACHER_QA:.1f}.",
+             "QA is exact match on the world's 100 evaluated questions; a delta is the selector's QA minus random's",
+             "at the same number of teacher queries, paired by seed, with a t interval over the seeds.", "",
+             "| selector | queries | QA mean +- sd | gap closed | random QA | delta vs random | 95% interval | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    base_mean = statistics.fmean(base.values())
+    random_rows = {}
+    for r in rows:
+        if r["selector"] == "random":
+            random_rows.setdefault(r["queries"], []).append(r["qa"])
+    for n, values in sorted(random_rows.items()):
+        mean = statistics.fmean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        lines.append(f"| random | {n} | {mean:.3f} +- {sd:.3f} | {gap_closed(mean, base_mean):.2f} | | | | baseline |")
+    for c in comparisons:
+        ci = f"[{c.ci95[0]:+.3f}, {c.ci95[1]:+.3f}]" if c.ci95 else "-"
+        lines.append(f"| {c.selector} | {c.queries} | {c.mean:.3f} +- {c.sd:.3f} | {gap_closed(c.mean, base_mean):.2f} "
+                     f"| {c.random_mean:.3f} | {c.delta:+.3f} | {ci} | {c.verdict} |")
+    wins = [c for c in comparisons if c.verdict == "beats random"]
+    if wins:
+        finding = "; ".join(f"{c.selector} beats random at {c.queries} queries by {c.delta:+.3f} QA" for c in wins)
+    elif len(seeds) < 2:
+        finding = "cannot tell with one seed (run --seeds 0,1,2: the interval is over seeds)."
+    else:
+        finding = "no selector beats random at equal queries with these seeds."
+    lines += ["", f"Finding: {finding}"]
+    text = "\n".join(lines) + "\n"
+    write_text_atomic(out / "selection_findings.md", text)
+    write_json_atomic(out / "selection.json", {"rows": rows, "comparisons": [c.__dict__ for c in comparisons]})
+    plot(rows, out / "selection.png")
+    return text
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for selector in [s for s in SELECTORS if any(r["selector"] == s for r in rows)]:
+        by_n: dict[int, list[float]] = {}
+        for r in rows:
+            if r["selector"] == selector:
+                by_n.setdefault(r["queries"], []).append(r["qa"])
+        ns = sorted(by_n)
+        means = [statistics.fmean(by_n[n]) for n in ns]
+        sds = [statistics.stdev(by_n[n]) if len(by_n[n]) > 1 else 0.0 for n in ns]
+        ax.errorbar(ns, means, yerr=sds, marker="o", capsize=3, label=selector)
+    base = [r["qa"] for r in rows if r["selector"] == "base"]
+    ax.axhline(statistics.fmean(base), color="grey", linestyle=":", label="base (no imitation)")
+    ax.axhline(TEACHER_QA, color="black", linestyle="--", label="teacher")
+    ax.set_xscale("log")
+    ax.set_xlabel("teacher queries (conversations bought)")
+    ax.set_ylabel("toy QA exact match (mean +- sd over seeds)")
+    ax.set_title("toy_l, local imitation: which prompts to ask")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_study(seeds: list[int], queries: list[int], selectors: list[str], out: Path,
+              cache_dir: str | None = None) -> str:
+    cache_dir = cache_dir or default_cache_dir()
+    rows: list[dict] = []
+    for seed in seeds:  # the report is rewritten after every seed: an interrupted study still says something
+        write_selected_sources(seed, selectors, queries, cache_dir)
+        rows += run_cells(seed, selectors, queries, cache_dir, out)
+        text = write_report(rows, out)
+    return text
