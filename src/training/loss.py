@@ -55,8 +55,8 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, head: torch.nn.Linear, target
 
 
 def chunked_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                                 targets: torch.Tensor, chunk: int = CHUNK_TOKENS) -> torch.Tensor:
-    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk)
+                                 targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk or CHUNK_TOKENS)
 
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
