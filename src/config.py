@@ -188,6 +188,7 @@ class TrainConfig:
     # how packed examples are kept apart: auto | sdpa_mask | flex | flash_varlen (src/training/attention.py)
     attention: str = "auto"
     loss: str = "auto"  # auto | full | chunked | liger: cross-entropy without all logits (src/training/loss.py)
+    compile: bool = False  # torch.compile the decoder while training (src/training/compiled.py)
 
     def validate(self) -> None:
         _choice("train.optimizer", self.optimizer, {"adamw", "sgd", "adafactor"})

@@ -35,6 +35,7 @@ from src.training import attention
 from src.training import checkpoint as ckpt
 from src.training import deepspeed as ds
 from src.training import loss as cross_entropy
+from src.training.compiled import compile_decoder, uncompile
 from src.training.dist import Dist, all_reduce_grads
 from src.training.optim import make_optimizer, make_scheduler
 from src.training.throughput import TrainStats, finish, flops_per_token
@@ -166,9 +167,10 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     attention_impl = attention.resolve(cfg.attention, device)
     loss_impl = cross_entropy.resolve(cfg.loss, device)
     own_attention = attention.use(model, attention_impl)  # restored after training: evaluation runs on it
+    compiled = compile_decoder(model) if cfg.compile else None
     stats = TrainStats(world_size=dist.world, precision=cfg.precision,
                        flops_per_token=flops_per_token(model, cfg.block_length),
-                       attention=attention_impl, loss=loss_impl)
+                       attention=attention_impl, loss=loss_impl, compiled=cfg.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.deepspeed:
         dist.broadcast_weights(model)
@@ -224,6 +226,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world)
     model.eval()
     attention.restore(model, own_attention)
+    uncompile(compiled)
     if state_dir is not None and dist.main:
         shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: its resumable states are spent
     dist.barrier()
@@ -264,6 +267,7 @@ class _Optimization:
              ) -> tuple[float, float, float]:
         """(the step's loss summed over processes, gradient norm, learning rate)."""
         cfg, dist, engine = self.cfg, self.dist, self.engine
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's (DeepSpeed's engine.step advances the schedule)
         step_loss_tokens = loss_tokens(step_rows)
         local = step_rows[dist.rank::dist.world]
         loss_sum = 0.0
@@ -286,15 +290,12 @@ class _Optimization:
         if engine is not None:
             grad_norm = engine.get_global_grad_norm()
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            scheduler = self.scheduler
-            lr = scheduler.get_last_lr()[0] if hasattr(scheduler, "get_last_lr") else self.optimizer.param_groups[0]["lr"]
         else:
             if dist.world > 1:
                 all_reduce_grads(self.params)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm).item()
             if not math.isfinite(grad_norm):  # every process holds the same reduced gradients: all stop here
                 raise TrainingDiverged(step + 1, dist.sum(loss_sum), grad_norm, cfg)
-            lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

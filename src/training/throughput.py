@@ -42,6 +42,7 @@ class TrainStats:
     peak_memory_source: str = ""
     attention: str = ""  # the train.attention implementation that ran (src/training/attention.py)
     loss: str = ""  # the train.loss implementation that ran (src/training/loss.py)
+    compiled: bool = False  # train.compile: the decoder ran under torch.compile
     history: list[dict] = field(default_factory=list)  # one record per logged step
 
 
