@@ -124,8 +124,8 @@ def step_peak_memory(loss_impl: str, block: int = MEMORY_BLOCK) -> dict:
     model_cfg = model_config_by_name(name)
     tokenizer = load_tokenizer(model_cfg, CACHE)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    examples = sharegpt_like(tokenizer, chat_format(tokenizer, model_cfg.chat_template), 10**6, cap=block)
-    rows = pack(examples[:40], block)[:2]
+    examples = sharegpt_like(tokenizer, chat_format(tokenizer, model_cfg.chat_template), 40, cap=block)
+    rows = pack(examples, block)[:2]
     model = load_model(model_cfg, tokenizer, CACHE, device)
     cfg = TrainConfig(lr=5e-5, rows_per_step=2, block_length=block, warmup_steps=0, loss=loss_impl)
     train(model, rows[:2], cfg, tokenizer.pad_token_id, device)  # allocates the optimizer state, warms up
