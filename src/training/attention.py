@@ -37,12 +37,13 @@ def flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def resolve(setting: str, device: torch.device) -> str:
-    """The implementation that runs for `train.attention` on `device` (auto picks; others are checked)."""
+def resolve(setting: str, device: torch.device, half: bool = True) -> str:
+    """The implementation that runs for `train.attention` on `device` (auto picks; others are checked).
+    `half`: the attention runs in bf16/fp16 (train.precision=bf16 or 16-bit weights), which FlashAttention needs."""
     if setting == "auto":
         if device.type != "cuda":
             return "sdpa_mask"
-        return "flash_varlen" if flash_attn_available() else "flex"
+        return "flash_varlen" if flash_attn_available() and half else "flex"
     if setting == "flash_varlen":
         if device.type != "cuda":
             raise ConfigError("train.attention=flash_varlen needs a CUDA GPU (FlashAttention has no CPU kernel); "
@@ -50,6 +51,9 @@ def resolve(setting: str, device: torch.device) -> str:
         if not flash_attn_available():
             raise ConfigError("train.attention=flash_varlen needs the flash_attn package: "
                               "pip install '.[flash]' (or train.attention=flex)")
+        if not half:
+            raise ConfigError("train.attention=flash_varlen needs 16-bit attention (FlashAttention has no fp32 "
+                              "kernel): set train.precision=bf16, or train.attention=flex")
     if setting == "flex" and device.type != "cuda":
         raise ConfigError("train.attention=flex trains only on a GPU: FlexAttention has no backward on CPU "
                           "(torch raises 'FlexAttention does not support backward on CPU'); use sdpa_mask or auto")

@@ -164,7 +164,8 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     if cfg.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable({"use_reentrant": False})  # the kwargs dict is the first argument under both names
-    attention_impl = attention.resolve(cfg.attention, device)
+    half = cfg.precision == "bf16" or next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    attention_impl = attention.resolve(cfg.attention, device, half)
     loss_impl = cross_entropy.resolve(cfg.loss, device)
     own_attention = attention.use(model, attention_impl)  # restored after training: evaluation runs on it
     compiled = compile_decoder(model) if cfg.compile else None

@@ -96,6 +96,19 @@ def test_auto_picks_the_dense_mask_on_cpu_and_gpu_only_choices_say_why():
         TrainConfig(attention="flash").validate()
 
 
+def test_a_gpu_picks_flash_varlen_only_for_16_bit_attention(monkeypatch):
+    gpu = torch.device("cuda")  # resolve only reads the device type: this runs on CPU
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: True)
+    assert attention.resolve("auto", gpu, half=True) == "flash_varlen"
+    assert attention.resolve("auto", gpu, half=False) == "flex"  # FlashAttention has no fp32 kernel
+    with pytest.raises(ConfigError, match="flash_varlen needs 16-bit attention .*train.precision=bf16"):
+        attention.resolve("flash_varlen", gpu, half=False)
+    monkeypatch.setattr(attention, "flash_attn_available", lambda: False)
+    assert attention.resolve("auto", gpu, half=True) == "flex"
+    with pytest.raises(ConfigError, match=r"needs the flash_attn package: pip install '.\[flash\]'"):
+        attention.resolve("flash_varlen", gpu)
+
+
 def tiny(tokenizer, seed=0):
     return load_model(model_config_by_name("tiny"), tokenizer, CACHE, CPU, seed=seed).eval()
 
