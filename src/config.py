@@ -185,12 +185,18 @@ class TrainConfig:
     nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src/training/worker.py) under torchrun
     deepspeed: str | None = None  # null | zero2 | zero3 | zero3_offload (conf/train/deepspeed/<name>.json)
     peak_flops: float | None = None  # per device, for MFU; null: a table by GPU name, unknown on CPU
+    # how packed examples are kept apart: auto | sdpa_mask | flex | flash_varlen (src/training/attention.py)
+    attention: str = "auto"
+    loss: str = "auto"  # auto | full | chunked | liger: cross-entropy without all logits (src/training/loss.py)
+    compile: bool = False  # torch.compile the decoder while training (src/training/compiled.py)
 
     def validate(self) -> None:
         _choice("train.optimizer", self.optimizer, {"adamw", "sgd", "adafactor"})
         _choice("train.schedule", self.schedule, {"constant", "linear", "cosine"})
         _choice("train.precision", self.precision, {"fp32", "bf16"})
         _choice("train.mode", self.mode, {"separate", "milestone"})
+        _choice("train.attention", self.attention, {"auto", "sdpa_mask", "flex", "flash_varlen"})
+        _choice("train.loss", self.loss, {"auto", "full", "chunked", "liger"})
         if self.deepspeed is not None:
             _choice("train.deepspeed", self.deepspeed, {"zero2", "zero3", "zero3_offload"})
         for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc"):

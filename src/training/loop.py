@@ -31,8 +31,11 @@ from src.config import ConfigError, TrainConfig
 from src.data.packing import PackedRow, collate
 from src.data.template import IGNORE
 from src.progress import progress
+from src.training import attention
 from src.training import checkpoint as ckpt
 from src.training import deepspeed as ds
+from src.training import loss as cross_entropy
+from src.training.compiled import compile_decoder, uncompile
 from src.training.dist import Dist, all_reduce_grads
 from src.training.optim import make_optimizer, make_scheduler
 from src.training.throughput import TrainStats, finish, flops_per_token
@@ -87,22 +90,25 @@ def step_batches(rows: list[PackedRow], cfg: TrainConfig, boundaries: Sequence[i
     return steps
 
 
-def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def token_loss_sum(model, batch: dict[str, torch.Tensor], attention_impl: str = "sdpa_mask",
+                   loss_impl: str = "chunked") -> torch.Tensor:
     """Summed cross-entropy over the loss-bearing tokens of a batch.
 
     A plain HF model gets the vocabulary projection only at positions whose next token carries a label:
     prompts, pads and system turns are about half of SFT data, and the head plus the loss over a
     50K-token vocabulary are a large share of a small model's step (the HF Trainer projects every
-    position). Wrapped models (DeepSpeed engines) take the ordinary full forward."""
-    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
-    targets = batch["labels"][:, 1:]  # logits at position t predict the token at t+1
+    position); the loss itself never holds all their logits (src/training/loss.py). Wrapped models
+    (DeepSpeed engines) take the ordinary full forward. `attention_impl`: how packed examples are kept
+    apart (src/training/attention.py)."""
+    inputs, labels = attention.model_inputs(batch, attention_impl)
+    targets = labels[:, 1:]  # logits at position t predict the token at t+1
     head = model.get_output_embeddings() if _plain_head(model) else None
     if head is None:
         logits = model(**inputs).logits[:, :-1]
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     hidden = model.base_model(**inputs).last_hidden_state[:, :-1]
     keep = targets != IGNORE
-    return F.cross_entropy(head(hidden[keep]).float(), targets[keep], reduction="sum")
+    return cross_entropy.linear_cross_entropy_sum(hidden[keep], head, targets[keep], loss_impl)
 
 
 def _plain_head(model) -> bool:
@@ -158,8 +164,14 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     if cfg.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable({"use_reentrant": False})  # the kwargs dict is the first argument under both names
+    half = cfg.precision == "bf16" or next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    attention_impl = attention.resolve(cfg.attention, device, half)
+    loss_impl = cross_entropy.resolve(cfg.loss, device)
+    own_attention = attention.use(model, attention_impl)  # restored after training: evaluation runs on it
+    compiled = compile_decoder(model) if cfg.compile else None
     stats = TrainStats(world_size=dist.world, precision=cfg.precision,
-                       flops_per_token=flops_per_token(model, cfg.block_length))
+                       flops_per_token=flops_per_token(model, cfg.block_length),
+                       attention=attention_impl, loss=loss_impl, compiled=cfg.compile)
     params = [p for p in model.parameters() if p.requires_grad]
     if not cfg.deepspeed:
         dist.broadcast_weights(model)
@@ -168,7 +180,8 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     engine = None
     if cfg.deepspeed:
         engine, optimizer, scheduler = ds.start_engine(model, optimizer, scheduler, cfg, dist.world)
-    opt = _Optimization(engine if engine is not None else model, engine, optimizer, scheduler, params, cfg, dist)
+    opt = _Optimization(engine if engine is not None else model, engine, optimizer, scheduler, params, cfg, dist,
+                        attention_impl, loss_impl)
 
     def export(folder: Path) -> None:
         """The whole model in HF format, written by rank 0 (ZeRO-3 gathers the shards first)."""
@@ -213,6 +226,8 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     # --- done ----------------------------------------------------------------------------------
     finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world)
     model.eval()
+    attention.restore(model, own_attention)
+    uncompile(compiled)
     if state_dir is not None and dist.main:
         shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: its resumable states are spent
     dist.barrier()
@@ -246,11 +261,14 @@ class _Optimization:
     params: list[torch.nn.Parameter]
     cfg: TrainConfig
     dist: Dist
+    attention_impl: str  # src/training/attention.py
+    loss_impl: str  # src/training/loss.py
 
     def step(self, step: int, step_rows: list[PackedRow], pad_id: int, device: torch.device
              ) -> tuple[float, float, float]:
         """(the step's loss summed over processes, gradient norm, learning rate)."""
         cfg, dist, engine = self.cfg, self.dist, self.engine
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's (DeepSpeed's engine.step advances the schedule)
         step_loss_tokens = loss_tokens(step_rows)
         local = step_rows[dist.rank::dist.world]
         loss_sum = 0.0
@@ -262,7 +280,7 @@ class _Optimization:
             weight = 1.0 if micro_rows else 0.0
             batch = {k: v.to(device) for k, v in collate(micro_rows or step_rows[:1], pad_id).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and engine is None):
-                loss = weight * token_loss_sum(self.forward, batch) / max(1, step_loss_tokens)
+                loss = weight * token_loss_sum(self.forward, batch, self.attention_impl, self.loss_impl) / max(1, step_loss_tokens)
             loss_sum += loss.item()
             if engine is not None:
                 # the engine divides by the accumulation steps and averages over processes; we want sums
@@ -273,15 +291,12 @@ class _Optimization:
         if engine is not None:
             grad_norm = engine.get_global_grad_norm()
             grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            scheduler = self.scheduler
-            lr = scheduler.get_last_lr()[0] if hasattr(scheduler, "get_last_lr") else self.optimizer.param_groups[0]["lr"]
         else:
             if dist.world > 1:
                 all_reduce_grads(self.params)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm).item()
             if not math.isfinite(grad_norm):  # every process holds the same reduced gradients: all stop here
                 raise TrainingDiverged(step + 1, dist.sum(loss_sum), grad_norm, cfg)
-            lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

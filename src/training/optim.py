@@ -80,7 +80,12 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
         return PaperAdafactor(params, lr=cfg.lr, decay_rate=cfg.decay_rate, momentum=cfg.momentum,
                               min_scale=cfg.min_param_scale, update_clip=cfg.update_clip,
                               weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    # fused: one kernel over all tensors; on CPU 5.5x faster than the default multi-tensor step (35M parameters,
+    # 0.8 s against 4.4 s on 2 busy cores) and equal to 1e-8 (README, Speed). DeepSpeed steps its own flat
+    # partitions: there the default stays.
+    fused = cfg.deepspeed is None and all(p.dtype.is_floating_point for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                             fused=fused or None)
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:

@@ -40,6 +40,9 @@ class TrainStats:
     mfu: float | None = None  # None: peak unknown (CPU without train.peak_flops)
     peak_memory_bytes: int = 0
     peak_memory_source: str = ""
+    attention: str = ""  # the train.attention implementation that ran (src/training/attention.py)
+    loss: str = ""  # the train.loss implementation that ran (src/training/loss.py)
+    compiled: bool = False  # train.compile: the decoder ran under torch.compile
     history: list[dict] = field(default_factory=list)  # one record per logged step
 
 
