@@ -87,6 +87,9 @@ class ModelConfig:
     context_length: int = 2048
     # auto: the tokenizer's chat template if it has one, else the study's Koala template
     chat_template: str = "auto"
+    # transformers config fields (model_type and sizes) that plan=true counts parameters from when the
+    # model's own config is not on this machine; describes the model, never changes it (not in run_id)
+    architecture: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """The schema's checks; the chosen source checks its own section (src/models/sources.py)."""
@@ -261,6 +264,10 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     eval_backend: str = "hf"  # hf (everywhere) | vllm (GPU, optional: src/vllm_handle.py)
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
+    plan: bool = False  # print the grid's cost and missing inputs (src/plan.py), run nothing
+    preflight: str = "stop"  # stop | warn | off: what missing inputs do before any cell starts (src/preflight.py)
+    plan_mfu: float = 0.35  # the plan's GPU-hours when no measured MFU of the model is in the store
+    plan_peak_flops: float = 989e12  # per GPU (H100 bf16 dense), when train.peak_flops is not set
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
@@ -270,6 +277,9 @@ class RunConfig:
         cfg.train.validate()
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+        _choice("preflight", cfg.preflight, {"stop", "warn", "off"})
+        if not 0 < cfg.plan_mfu <= 1 or cfg.plan_peak_flops <= 0:
+            raise ConfigError("plan_mfu must be within (0, 1] and plan_peak_flops > 0")
         if cfg.eval_backend == "vllm" and cfg.data.amount != 0 and not cfg.train.save_checkpoint:
             raise ConfigError("eval_backend=vllm loads the trained model from its checkpoint: "
                               "set train.save_checkpoint=true")
