@@ -12,11 +12,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from src import resolve_path
 from src.config import DataConfig, DataSourceConfig
@@ -24,6 +22,7 @@ from src.data.budget import shuffled, take_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
 from src.data.packing import PackedRow, pack, pack_increments, packing_efficiency
+from src.data.prepared import PreparedRows, RowWriter
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
@@ -31,12 +30,12 @@ from src.stages import reached
 from src.store import Store, cache_root
 
 log = logging.getLogger(__name__)
-PREPARE_VERSION = 1  # bump when the prepared data for the same inputs would change
+PREPARE_VERSION = 2  # bump when the prepared data for the same inputs would change (2: memory-mapped arrays)
 
 
 @dataclass
 class PreparedData:
-    rows: list[PackedRow]
+    rows: Sequence[PackedRow]  # PreparedRows (memory-mapped, src/data/prepared.py) when cached, else a list
     examples: int  # rendered examples (conversations or pieces of them) inside the budget
     total_tokens: int  # formatted conversation tokens: what data.amount counts
     loss_tokens: int  # tokens that carry a label (assistant replies and end-of-turn)
@@ -62,7 +61,7 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
     if store is not None and (found := store.get(key)) is not None:
-        hit = _load(found)
+        hit = _open(found)
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
         return hit
 
@@ -115,7 +114,8 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
              cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
              block_length, data.packing_efficiency)
     if store is not None:
-        store.get_or_make(key, lambda folder: _write(folder, data))
+        folder, _ = store.get_or_make(key, lambda folder: _write(folder, data, len(tokenizer), block_length))
+        data.rows = _open(folder).rows  # read back from the map: the list goes, every caller sees one kind
     return data
 
 
@@ -157,23 +157,18 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
                       **({"boundaries": list(boundaries)} if boundaries else {})})
 
 
-def _write(folder: Path, data: PreparedData) -> None:
-    """An entry of the store: the rows as flat arrays, and the summary."""
-    flat = {name: np.array([t for r in data.rows for t in getattr(r, name)], dtype=np.int32)
-            for name in ("input_ids", "labels", "position_ids", "segment_ids")}
-    flat["row_lengths"] = np.array([len(r.input_ids) for r in data.rows], dtype=np.int64)
-    np.savez(folder / "rows.npz", **flat)
+def _write(folder: Path, data: PreparedData, vocab_size: int, block_length: int) -> None:
+    """An entry of the store: the rows as memory-mappable arrays (src/data/prepared.py), then the summary."""
+    writer = RowWriter(folder, vocab_size, block_length)
+    for row in data.rows:
+        writer.add(row)
+    writer.close()
     write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
 
 
-def _load(folder: Path) -> PreparedData:
+def _open(folder: Path) -> PreparedData:
     summary = json.loads((folder / "summary.json").read_text())
-    with np.load(folder / "rows.npz") as flat:
-        bounds = np.concatenate([[0], np.cumsum(flat["row_lengths"])])
-        columns = {name: flat[name].tolist() for name in ("input_ids", "labels", "position_ids", "segment_ids")}
-    rows = [PackedRow(*(columns[name][a:b] for name in ("input_ids", "labels", "position_ids", "segment_ids")))
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return PreparedData(rows=rows, examples=summary["examples"], total_tokens=summary["total_tokens"],
+    return PreparedData(rows=PreparedRows(folder), examples=summary["examples"], total_tokens=summary["total_tokens"],
                         loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
                         template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit",
                         milestones=summary.get("milestones", []))
