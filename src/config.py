@@ -264,6 +264,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     eval_backend: str = "hf"  # hf (everywhere) | vllm (GPU, optional: src/vllm_handle.py)
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
+    prepare_workers: int = 1  # processes that tokenize a cell's data (the same bytes for any number)
     plan: bool = False  # print the grid's cost and missing inputs (src/plan.py), run nothing
     preflight: str = "stop"  # stop | warn | off: what missing inputs do before any cell starts (src/preflight.py)
     plan_mfu: float = 0.35  # the plan's GPU-hours when no measured MFU of the model is in the store
@@ -278,6 +279,8 @@ class RunConfig:
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
         _choice("preflight", cfg.preflight, {"stop", "warn", "off"})
+        if cfg.prepare_workers < 1:
+            raise ConfigError(f"prepare_workers: {cfg.prepare_workers} must be >= 1")
         if not 0 < cfg.plan_mfu <= 1 or cfg.plan_peak_flops <= 0:
             raise ConfigError("plan_mfu must be within (0, 1] and plan_peak_flops > 0")
         if cfg.eval_backend == "vllm" and cfg.data.amount != 0 and not cfg.train.save_checkpoint:

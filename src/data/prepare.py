@@ -8,10 +8,13 @@ cell with the same key tokenizes nothing, and any change makes a new entry rathe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from src.data.prepared import PreparedRows, RowWriter
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
+from src.progress import progress
 from src.stages import reached
 from src.store import Store, cache_root
 
@@ -54,9 +58,12 @@ class PreparedData:
 
 
 def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-            cache_dir: str | None = None, boundaries: list[int] = ()) -> PreparedData:
+            cache_dir: str | None = None, boundaries: list[int] = (), workers: int = 1,
+            chunk: int = 64) -> PreparedData:
     """`boundaries` (token counts below the budget) make each increment pack on its own, so the rows
-    of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py)."""
+    of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py). `workers`
+    processes render conversations `chunk` at a time, consumed in the shuffled order: the output is
+    the same bytes for any number of workers and any chunk."""
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
@@ -70,24 +77,13 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     reached("prepare:loaded")
     split = {"conversations_split": 0, "pieces_over_context": 0}
 
-    def render_one(messages) -> Rendered:
-        return render(messages, tokenizer, fmt)
-
     def examples(order: list[Conversation]) -> Iterator[Rendered]:
-        for conv in order:
-            try:
-                whole = render_one(conv.messages)
-                if len(whole.input_ids) <= context_length or not cfg.source.clean.split_long:
-                    yield whole
-                    continue
-                pieces = split_at_turns(conv.messages, lambda m: len(render_one(m).input_ids) <= context_length)
-                split["conversations_split"] += len(pieces) > 1
-                for piece in pieces:
-                    rendered = render_one(piece)
-                    split["pieces_over_context"] += len(rendered.input_ids) > context_length
-                    yield rendered
-            except TemplateError as err:
-                raise TemplateError(f"{conv.origin}: {err}") from err
+        with contextlib.closing(rendered_in_order(order, (tokenizer, fmt, context_length, cfg.source.clean.split_long),
+                                                  workers, chunk)) as results:
+            for pieces, was_split, over in results:
+                split["conversations_split"] += was_split
+                split["pieces_over_context"] += over
+                yield from pieces
 
     taken = take_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
                         source=f"data source '{cfg.source.name}'")
@@ -117,6 +113,51 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
         folder, _ = store.get_or_make(key, lambda folder: _write(folder, data, len(tokenizer), block_length))
         data.rows = _open(folder).rows  # read back from the map: the list goes, every caller sees one kind
     return data
+
+
+# --- rendering, in worker processes ------------------------------------------------------------
+
+_JOB: tuple | None = None  # (tokenizer, fmt, context_length, split_long): set before the workers fork
+
+
+def render_conversation(conv: Conversation) -> tuple[list[Rendered], bool, int]:
+    """(its examples: the whole conversation, or its pieces split at turns when longer than the
+    context; whether it was split; how many pieces are still over the context)."""
+    tokenizer, fmt, context_length, split_long = _JOB
+    try:
+        whole = render(conv.messages, tokenizer, fmt)
+        if len(whole.input_ids) <= context_length or not split_long:
+            return [whole], False, 0
+        pieces = split_at_turns(conv.messages,
+                                lambda m: len(render(m, tokenizer, fmt).input_ids) <= context_length)
+        rendered = [render(piece, tokenizer, fmt) for piece in pieces]
+        return rendered, len(pieces) > 1, sum(len(r.input_ids) > context_length for r in rendered)
+    except TemplateError as err:
+        raise TemplateError(f"{conv.origin}: {err}") from err
+
+
+def rendered_in_order(order: list[Conversation], job: tuple, workers: int, chunk: int
+                      ) -> Iterator[tuple[list[Rendered], bool, int]]:
+    """render_conversation over `order`, in order; with workers > 1 over a pool of forked processes
+    (they inherit the tokenizer and the conversations), which is stopped once the budget is full."""
+    global _JOB
+    _JOB = job
+    bar = progress(None, "prepare", total=len(order), unit="conv")
+    try:
+        if workers <= 1:
+            for conv in order:
+                yield render_conversation(conv)
+                bar.update()
+            return
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust tokenizer's threads and fork
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap(render_conversation, order, chunksize=chunk):
+                reached("prepare:rendering")  # the workers are running (where a test kills the prepare)
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+        _JOB = None
 
 
 # --- cache -----------------------------------------------------------------------------------------

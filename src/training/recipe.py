@@ -80,7 +80,7 @@ def prepare_for(cell: Cell, run: Plan, tokenizer, fmt: ChatFormat) -> PreparedDa
     cfg = cell.cfg
     block_length = min(cfg.train.block_length, cfg.model.context_length)
     return prepare(run.run.cfg.data, tokenizer, fmt, block_length, cfg.model.context_length, cfg.cache_dir,
-                   run.boundaries)
+                   run.boundaries, workers=cfg.prepare_workers)
 
 
 def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_step=None,
