@@ -21,10 +21,10 @@ from pathlib import Path
 
 from src import resolve_path
 from src.config import DataConfig, DataSourceConfig
-from src.data.budget import shuffled, take_budget
+from src.data.budget import iter_budget, shuffled
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, pack, pack_increments, packing_efficiency
+from src.data.packing import PackedRow, StreamPacker, pack  # noqa: F401  pack: what prepare's rows are
 from src.data.prepared import PreparedRows, RowWriter
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
@@ -72,6 +72,34 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
         return hit
 
+    job = (cfg, tokenizer, fmt, block_length, context_length, boundaries, workers, chunk)
+    if store is None:
+        rows: list[PackedRow] = []
+        data = _prepare_stream(*job, emit=rows.append)
+        data.rows, data.cache = rows, "off"
+        return data
+    made = {}
+
+    def write(folder: Path) -> None:  # rows go straight into the entry's arrays as they are packed
+        writer = RowWriter(folder, len(tokenizer), block_length)
+        made["data"] = _prepare_stream(*job, emit=writer.add)
+        writer.close()
+        write_json_atomic(folder / "summary.json", made["data"].summary() | {"cache": "hit",
+                                                                             "milestones": made["data"].milestones})
+
+    folder, _ = store.get_or_make(key, write)
+    if "data" not in made:  # another process made the entry while this one waited for it
+        return _open(folder)
+    data = made["data"]
+    data.rows = _open(folder).rows  # read from the map: every caller sees one kind of rows
+    return data
+
+
+def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
+                    boundaries: list[int], workers: int, chunk: int, emit) -> PreparedData:
+    """Load, shuffle, render (in workers), take the budget and pack, one example at a time: each
+    packed row goes to `emit` as it fills, so memory holds the source's text and one chunk in flight,
+    never the whole set's token lists. Returns the counts (rows empty)."""
     conversations, report = load_source(cfg.source)
     log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept, report.dropped)
     reached("prepare:loaded")
@@ -85,33 +113,38 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
                 split["pieces_over_context"] += over
                 yield from pieces
 
-    taken = take_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
-                        source=f"data source '{cfg.source.name}'")
-    milestones = []
-    if boundaries:
-        rows, ends = pack_increments(taken, block_length, boundaries)
-        starts = [0]
-        for example in taken:
-            starts.append(starts[-1] + len(example.input_ids))
-        for amount, end in zip(boundaries, ends, strict=True):
-            prefix = rows[:end]
-            milestones.append({"amount": amount, "rows": end, "total_tokens": amount,
-                               "examples": sum(start < amount for start in starts[:-1]),
-                               "loss_tokens": sum(sum(label != IGNORE for label in r.labels) for r in prefix),
-                               "packing_efficiency": round(packing_efficiency(prefix, block_length), 4)})
-    else:
-        rows = pack(taken, block_length)
-    data = PreparedData(rows=rows, examples=len(taken), total_tokens=sum(len(e.input_ids) for e in taken),
-                        loss_tokens=sum(sum(label != IGNORE for label in r.labels) for r in rows),
-                        packing_efficiency=packing_efficiency(rows, block_length), template=fmt.name,
-                        load_report=report.as_dict(), split=split, cache="off" if store is None else "miss",
+    counts = {"tokens": 0, "loss": 0}
+    prefixes: list[tuple[int, int]] = []  # (row tokens, loss tokens) before each boundary
+
+    def count_and_emit(row: PackedRow) -> None:
+        counts["tokens"] += len(row.input_ids)
+        counts["loss"] += sum(label != IGNORE for label in row.labels)
+        emit(row)
+
+    packer = StreamPacker(block_length, count_and_emit, boundaries,
+                          on_boundary=lambda: prefixes.append((counts["tokens"], counts["loss"])))
+    starts_below = [0] * len(boundaries)  # examples that start before each boundary
+    examples_taken = total = 0
+    for example in iter_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
+                               source=f"data source '{cfg.source.name}'"):
+        for i, boundary in enumerate(boundaries):
+            starts_below[i] += total < boundary
+        examples_taken += 1
+        total += len(example.input_ids)
+        packer.add(example)
+    ends = packer.finish()
+    while len(prefixes) < len(ends):
+        prefixes.append((counts["tokens"], counts["loss"]))
+    milestones = [{"amount": amount, "rows": end, "total_tokens": amount, "examples": below, "loss_tokens": loss,
+                   "packing_efficiency": round(tokens / (end * block_length) if end else 0.0, 4)}
+                  for amount, end, below, (tokens, loss) in zip(boundaries, ends, starts_below, prefixes, strict=True)]
+    data = PreparedData(rows=[], examples=examples_taken, total_tokens=total, loss_tokens=counts["loss"],
+                        packing_efficiency=counts["tokens"] / (packer.rows * block_length) if packer.rows else 0.0,
+                        template=fmt.name, load_report=report.as_dict(), split=split, cache="miss",
                         milestones=milestones)
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
-             cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
+             cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, packer.rows,
              block_length, data.packing_efficiency)
-    if store is not None:
-        folder, _ = store.get_or_make(key, lambda folder: _write(folder, data, len(tokenizer), block_length))
-        data.rows = _open(folder).rows  # read back from the map: the list goes, every caller sees one kind
     return data
 
 
@@ -196,15 +229,6 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
                       "tokenizer": tokenizer_fingerprint(tokenizer), "template": fmt.name,
                       "block_length": block_length, "context_length": context_length,
                       **({"boundaries": list(boundaries)} if boundaries else {})})
-
-
-def _write(folder: Path, data: PreparedData, vocab_size: int, block_length: int) -> None:
-    """An entry of the store: the rows as memory-mappable arrays (src/data/prepared.py), then the summary."""
-    writer = RowWriter(folder, vocab_size, block_length)
-    for row in data.rows:
-        writer.add(row)
-    writer.close()
-    write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
 
 
 def _open(folder: Path) -> PreparedData:

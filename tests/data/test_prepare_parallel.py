@@ -70,7 +70,8 @@ def test_bad_source_is_one_line_naming_the_file_and_line(tmp_path):
                           cwd=PROJECT_ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:2: invalid JSON")
-    assert not (tmp_path / "c" / "prepared").exists() or not any((tmp_path / "c" / "prepared").iterdir())
+    prepared = tmp_path / "c" / "prepared"
+    assert not prepared.exists() or [p.name for p in prepared.iterdir()] == [".locks"]  # nothing half-written
 
 
 def test_kill_9_during_a_parallel_prepare_then_rerun_gives_one_complete_entry(tmp_path):
