@@ -186,6 +186,7 @@ class TrainConfig:
     mode: str = "separate"
     milestones: list[Any] = field(default_factory=list)  # the grid's amounts, e.g. [5K, 20K]
     nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src/training/worker.py) under torchrun
+    nnodes: int = 1  # nodes per cell: one torchrun agent per node, c10d rendezvous (srun inside a Slurm job)
     deepspeed: str | None = None  # null | zero2 | zero3 | zero3_offload (conf/train/deepspeed/<name>.json)
     peak_flops: float | None = None  # per device, for MFU; null: a table by GPU name, unknown on CPU
 
@@ -196,17 +197,18 @@ class TrainConfig:
         _choice("train.mode", self.mode, {"separate", "milestone"})
         if self.deepspeed is not None:
             _choice("train.deepspeed", self.deepspeed, {"zero2", "zero3", "zero3_offload"})
-        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc"):
+        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc", "nnodes"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key}: {getattr(self, key)} must be > 0")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio: {self.warmup_ratio} must be within [0, 1)")
-        if self.rows_per_step % (self.grad_accum * self.nproc):
+        if self.rows_per_step % (self.grad_accum * self.nproc * self.nnodes):
             raise ConfigError(
                 f"train.rows_per_step ({self.rows_per_step}) must be a multiple of train.grad_accum "
-                f"({self.grad_accum}) x train.nproc ({self.nproc}): each process takes an equal share of a step"
+                f"({self.grad_accum}) x train.nproc ({self.nproc}) x train.nnodes ({self.nnodes}): each process "
+                "takes an equal share of a step"
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr: {self.lr} must be > 0")

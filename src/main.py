@@ -78,6 +78,10 @@ def main(cfg: DictConfig) -> dict | None:
     raw = OmegaConf.to_container(cfg, resolve=True)
     raw.pop("hydra", None)
     job_dir = Path(hydra_cfg.runtime.output_dir)
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0 and "SUBMITIT_FOLDER" in os.environ:
+        # a multi-node cell's job (hydra.launcher.nodes=N) runs this on every node; the first runs the
+        # cell and starts the torchrun agents on all of them with srun (src/training/spawn.py)
+        return None
     if in_grid and blocked_by_preflight(hydra_cfg.sweep.dir, list(hydra_cfg.overrides.task)):
         CellStatus("failed", extra={"error": "preflight: an input of this cell is missing (listed when the "
                                              "grid started); supply it and relaunch"}).write(job_dir)

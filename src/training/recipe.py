@@ -73,7 +73,7 @@ def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch
 
 
 def needs_worker(cfg) -> bool:
-    return cfg.train.nproc > 1 or cfg.train.deepspeed is not None
+    return cfg.train.nproc > 1 or cfg.train.nnodes > 1 or cfg.train.deepspeed is not None
 
 
 def prepare_for(cell: Cell, run: Plan, tokenizer, fmt: ChatFormat) -> PreparedData:
