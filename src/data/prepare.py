@@ -82,10 +82,10 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
 
     def write(folder: Path) -> None:  # rows go straight into the entry's arrays as they are packed
         writer = RowWriter(folder, len(tokenizer), block_length)
-        made["data"] = _prepare_stream(*job, emit=writer.add)
+        made["data"] = data = _prepare_stream(*job, emit=writer.add)
         writer.close()
-        write_json_atomic(folder / "summary.json", made["data"].summary() | {"cache": "hit",
-                                                                             "milestones": made["data"].milestones})
+        data.rows = PreparedRows(folder)  # so the summary counts them
+        write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
 
     folder, _ = store.get_or_make(key, write)
     if "data" not in made:  # another process made the entry while this one waited for it

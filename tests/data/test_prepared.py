@@ -1,6 +1,8 @@
 """Prepared data as memory-mapped arrays (src/data/prepared.py): narrow dtypes, the same rows as the
 uncached prepare, nothing read into memory on a hit."""
 
+import json
+
 import numpy as np
 
 from src.config import DataConfig, DataSourceConfig
@@ -23,6 +25,9 @@ def test_cached_rows_are_the_uncached_rows_in_narrow_mapped_arrays(tokenizer, tm
     assert isinstance(plain.rows, list) and isinstance(hot.rows, PreparedRows) and isinstance(cold.rows, PreparedRows)
     assert list(hot.rows) == list(cold.rows) == plain.rows  # ids, labels, positions and segments, row by row
     assert hot.milestones == plain.milestones
+    assert hot.summary() == cold.summary() | {"cache": "hit"} == plain.summary() | {"cache": "hit"}
+    entry = json.loads(next((tmp_path / "prepared").glob("*/summary.json")).read_text())
+    assert entry["rows"] == len(plain.rows) and entry["total_tokens"] == 900
     rows = hot.rows
     assert isinstance(rows.input_ids, np.memmap) and rows.input_ids.dtype == np.uint16  # SmolLM2: 49,152 ids
     assert rows.loss_mask.dtype == np.uint8 and rows.position_ids.dtype == np.uint16
