@@ -112,7 +112,8 @@ def run() -> list[dict]:
         hit = _prepare(source, root / "cache2", amount, 2)
         entries = [p for p in (root / "cache1" / "prepared").iterdir() if not p.name.startswith(".")]
         twin = root / "cache2" / "prepared" / entries[0].name
-        same = all((entries[0] / f.name).read_bytes() == (twin / f.name).read_bytes() for f in entries[0].iterdir())
+        differ = [f.name for f in sorted(entries[0].iterdir()) if f.read_bytes() != (twin / f.name).read_bytes()]
+        same = "yes" if not differ else "no: " + ", ".join(differ)
         held = subprocess.run([sys.executable, "-c", HELD, str(entries[0])], cwd=PROJECT_ROOT, capture_output=True,
                               text=True, check=True).stdout.split()
         n_tokens, mapped, resident, opened_s = int(held[0]), int(held[1]), int(held[2]), float(held[3])
