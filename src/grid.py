@@ -94,8 +94,8 @@ def check_launch(cells: list[tuple[str, dict[str, Any] | str]], plan: bool, mode
                 costs.append(cell_cost(load_config(raw)))
             except Exception as err:  # a config error: already in the preflight list
                 log.debug("no cost for a cell: %s", err)
-        print(format_plan(costs))
-        print(format_problems(problems))
+        print(format_plan(costs), flush=True)
+        print(format_problems(problems), flush=True)
         raise SystemExit(0 if not problems else 1)
     if not problems:
         log.info("preflight: the inputs of all %d cell(s) are there", len(cells))
@@ -128,8 +128,13 @@ class CheckBeforeLaunch(Callback):
         if mode == "off" and not plan:
             return
         clock = time.perf_counter()
-        cells = [(job_label(c.overrides), c.raw if c.raw is not None else c.error) for c in grid_cells(config)]
-        blocked = check_launch(cells, plan, mode)
+        try:
+            cells = [(job_label(c.overrides), c.raw if c.raw is not None else c.error) for c in grid_cells(config)]
+            blocked = check_launch(cells, plan, mode)
+        except Exception as err:
+            # Hydra turns a callback's exception into a warning and launches the cells anyway: a check
+            # that could not finish (or a plan whose output pipe closed) must stop the launch instead
+            raise SystemExit(f"error: the check before launch failed, nothing ran: {type(err).__name__}: {err}") from err
         log.info("preflight over %d cells: %.1f s", len(cells), time.perf_counter() - clock)
         if blocked:
             marker.parent.mkdir(parents=True, exist_ok=True)

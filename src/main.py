@@ -82,6 +82,8 @@ def main(cfg: DictConfig) -> dict | None:
         # a multi-node cell's job (hydra.launcher.nodes=N) runs this on every node; the first runs the
         # cell and starts the torchrun agents on all of them with srun (src/training/spawn.py)
         return None
+    if in_grid and raw.get("plan"):  # the plan was printed before the grid; never run a cell under plan=true
+        return None
     if in_grid and blocked_by_preflight(hydra_cfg.sweep.dir, list(hydra_cfg.overrides.task)):
         CellStatus("failed", extra={"error": "preflight: an input of this cell is missing (listed when the "
                                              "grid started); supply it and relaunch"}).write(job_dir)

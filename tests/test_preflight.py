@@ -57,7 +57,20 @@ def test_plan_of_the_paper_grid_loads_no_model_and_counts_by_hand(tmp_path):
     assert lines["llama7b/sharegpt_mix/0"][5:7] == ["base", "model"]
     assert "total: 21 cells, 3 training runs to do" in proc.stdout
     assert "huggyllama/llama-13b" in proc.stdout and "data/hc3" in proc.stdout  # the missing-input list
+    assert not list((tmp_path / "s").glob("*/status.json")) and not (tmp_path / "cells").exists()  # nothing ran
     assert seconds < 60
+
+
+def test_a_plan_whose_output_pipe_closes_runs_no_cell(tmp_path):
+    """`... plan=true | head -3`: printing fails; Hydra would warn and launch the cells, the check stops it."""
+    sweep = tmp_path / "s"
+    command = [sys.executable, "-m", "src.main", "-m", "experiment=paper_broad", "plan=true", f"hydra.sweep.dir={sweep}",
+               f"store_dir={tmp_path / 'cells'}"]
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env={**ENV, "IMITATION_GAP_CACHE": str(tmp_path / "cache")})
+    proc.stdout.close()  # as `head` does once it has its lines: the plan's print meets a closed pipe
+    assert proc.wait(timeout=120) != 0
+    assert not list(sweep.glob("*/status.json")) and not (tmp_path / "cells").exists()
 
 
 def test_single_run_with_a_missing_data_file_stops_with_the_key(tmp_path):
