@@ -87,6 +87,9 @@ class ModelConfig:
     context_length: int = 2048
     # auto: the tokenizer's chat template if it has one, else the study's Koala template
     chat_template: str = "auto"
+    # transformers config fields (model_type and sizes) that plan=true counts parameters from when the
+    # model's own config is not on this machine; describes the model, never changes it (not in run_id)
+    architecture: dict[str, Any] | None = None
 
     def validate(self) -> None:
         """The schema's checks; the chosen source checks its own section (src/models/sources.py)."""
@@ -183,6 +186,7 @@ class TrainConfig:
     mode: str = "separate"
     milestones: list[Any] = field(default_factory=list)  # the grid's amounts, e.g. [5K, 20K]
     nproc: int = 1  # processes per cell; > 1 launches the Hydra-free worker (src/training/worker.py) under torchrun
+    nnodes: int = 1  # nodes per cell: one torchrun agent per node, c10d rendezvous (srun inside a Slurm job)
     deepspeed: str | None = None  # null | zero2 | zero3 | zero3_offload (conf/train/deepspeed/<name>.json)
     peak_flops: float | None = None  # per device, for MFU; null: a table by GPU name, unknown on CPU
     # how packed examples are kept apart: auto | sdpa_mask | flex | flash_varlen (src/training/attention.py)
@@ -199,17 +203,18 @@ class TrainConfig:
         _choice("train.loss", self.loss, {"auto", "full", "chunked", "liger"})
         if self.deepspeed is not None:
             _choice("train.deepspeed", self.deepspeed, {"zero2", "zero3", "zero3_offload"})
-        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc"):
+        for key in ("epochs", "rows_per_step", "grad_accum", "block_length", "log_every", "nproc", "nnodes"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key}: {getattr(self, key)} must be > 0")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio: {self.warmup_ratio} must be within [0, 1)")
-        if self.rows_per_step % (self.grad_accum * self.nproc):
+        if self.rows_per_step % (self.grad_accum * self.nproc * self.nnodes):
             raise ConfigError(
                 f"train.rows_per_step ({self.rows_per_step}) must be a multiple of train.grad_accum "
-                f"({self.grad_accum}) x train.nproc ({self.nproc}): each process takes an equal share of a step"
+                f"({self.grad_accum}) x train.nproc ({self.nproc}) x train.nnodes ({self.nnodes}): each process "
+                "takes an equal share of a step"
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr: {self.lr} must be > 0")
@@ -267,6 +272,11 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda
     eval_backend: str = "hf"  # hf (everywhere) | vllm (GPU, optional: src/vllm_handle.py)
     report_teacher: str | None = None  # teacher scores file for the report a multirun writes at its end
+    prepare_workers: int = 1  # processes that tokenize a cell's data (the same bytes for any number)
+    plan: bool = False  # print the grid's cost and missing inputs (src/plan.py), run nothing
+    preflight: str = "stop"  # stop | warn | off: what missing inputs do before any cell starts (src/preflight.py)
+    plan_mfu: float = 0.35  # the plan's GPU-hours when no measured MFU of the model is in the store
+    plan_peak_flops: float = 989e12  # per GPU (H100 bf16 dense), when train.peak_flops is not set
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
@@ -276,6 +286,11 @@ class RunConfig:
         cfg.train.validate()
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
+        _choice("preflight", cfg.preflight, {"stop", "warn", "off"})
+        if cfg.prepare_workers < 1:
+            raise ConfigError(f"prepare_workers: {cfg.prepare_workers} must be >= 1")
+        if not 0 < cfg.plan_mfu <= 1 or cfg.plan_peak_flops <= 0:
+            raise ConfigError("plan_mfu must be within (0, 1] and plan_peak_flops > 0")
         if cfg.eval_backend == "vllm" and cfg.data.amount != 0 and not cfg.train.save_checkpoint:
             raise ConfigError("eval_backend=vllm loads the trained model from its checkpoint: "
                               "set train.save_checkpoint=true")

@@ -30,6 +30,7 @@ from src.cell import Cell
 from src.config import ConfigError
 from src.data.budget import BudgetError
 from src.data.sources import DataError
+from src.grid import blocked_by_preflight, check_launch
 from src.io import OutputError, copy_file_atomic, ensure_dir
 from src.pipeline import train_and_eval
 from src.plugins import load_config
@@ -76,8 +77,25 @@ def main(cfg: DictConfig) -> dict | None:
     in_grid = hydra_cfg.mode == RunMode.MULTIRUN
     raw = OmegaConf.to_container(cfg, resolve=True)
     raw.pop("hydra", None)
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    if int(os.environ.get("SLURM_PROCID", "0")) > 0 and "SUBMITIT_FOLDER" in os.environ:
+        # a multi-node cell's job (hydra.launcher.nodes=N) runs this on every node; the first runs the
+        # cell and starts the torchrun agents on all of them with srun (src/training/spawn.py)
+        return None
+    if in_grid and raw.get("plan"):  # the plan was printed before the grid; never run a cell under plan=true
+        return None
+    if in_grid and blocked_by_preflight(hydra_cfg.sweep.dir, list(hydra_cfg.overrides.task)):
+        CellStatus("failed", extra={"error": "preflight: an input of this cell is missing (listed when the "
+                                             "grid started); supply it and relaunch"}).write(job_dir)
+        log.error("skipped: preflight found an input of this cell missing")
+        return None
+    if not in_grid and (raw.get("plan") or raw.get("preflight", "stop") != "off") and _valid(raw):
+        # a grid was checked as a whole before its first cell (src/grid.py CheckBeforeLaunch); a config
+        # error is left to run_cell, which says it in one line
+        if check_launch([("this run", raw)], bool(raw.get("plan")), raw.get("preflight", "stop")):
+            raise SystemExit("error: preflight: an input is missing (listed above); nothing ran")
     try:
-        return run_cell(raw, Path(hydra_cfg.runtime.output_dir), hydra_cfg.overrides.task).to_dict()
+        return run_cell(raw, job_dir, hydra_cfg.overrides.task).to_dict()
     except USER_ERRORS as err:
         log.error("%s", err)
         if in_grid:
@@ -88,6 +106,14 @@ def main(cfg: DictConfig) -> dict | None:
             raise
         log.exception("cell failed; the grid goes on")
         return None
+
+
+def _valid(raw: dict) -> bool:
+    try:
+        load_config(raw)
+    except USER_ERRORS:
+        return False
+    return True
 
 
 def cli() -> None:

@@ -7,7 +7,7 @@ IMITATION_GAP_PAUSE_AT set to a stage name (test runs only), the process prints
 killed, or until the file named by IMITATION_GAP_RESUME_FILE exists. Without it, reaching a stage
 costs one environment lookup.
 
-Stages: prepare:loaded, store:<namespace>:written (an entry complete in its temporary folder, not
+Stages: prepare:loaded, prepare:rendering (worker processes tokenizing), store:<namespace>:written (an entry complete in its temporary folder, not
 yet in place), train:state-saved, train:checkpoint-saved (the model written, train.json not yet),
 eval:<benchmark>:start, eval:<benchmark>:scored (computed, nothing written), results:ready.
 """

@@ -90,8 +90,9 @@ fmt = chat_format(tokenizer, cfg.model.chat_template)
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-def torn_savez(file, **arrays):  # half the array file written, then killed
-    real_savez(file, **arrays)
+def torn_close(writer):  # the arrays written, one of them torn in half, then killed
+    real_close(writer)
+    file = writer.folder / "input_ids.npy"
     with open(file, "r+b") as handle:
         handle.truncate(os.path.getsize(file) // 2)
     die()
@@ -102,12 +103,13 @@ def torn_record(path, data):  # the record's temporary file written, then killed
         die()
 
 from src import io, store
-real_savez = P.np.savez
+from src.data import prepared
+real_close = prepared.RowWriter.close
 for point in POINTS:  # one child per kill point; the tokenizer is loaded once, before the forks
     child = os.fork()
     if child == 0:
         if point == "mid_arrays":
-            P.np.savez = torn_savez
+            prepared.RowWriter.close = torn_close
         elif point == "before_record":
             P.write_json_atomic = lambda path, data: die()
         elif point == "mid_record":
@@ -147,7 +149,8 @@ def test_kill_inside_prepare_then_rerun(tmp_path, tokenizer):
         assert (rerun.cache, again.cache) == ("miss", "hit"), point
         assert rerun.rows == reference.rows == again.rows and rerun.total_tokens == reference.total_tokens
         (entry,) = entries(cache)
-        assert sorted(p.name for p in (cache / entry).iterdir()) == ["rows.npz", "summary.json"], point
+        assert sorted(p.name for p in (cache / entry).iterdir()) == [
+            "input_ids.npy", "loss_mask.npy", "position_ids.npy", "row_offsets.npy", "summary.json"], point
         assert not list(cache.glob(".*.tmp")), point  # the killed writer's temporary folder is gone
 
 

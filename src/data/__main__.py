@@ -1,14 +1,17 @@
 """Inspect a data source as training will see it: counts at every cleaning step, one rendered
-example with its loss mask made visible, and the tokens each budget takes.
+example with its loss mask made visible, and the tokens each budget takes; or prepare and cache
+exactly what a grid's cells will ask for (on a CPU node, before the GPU job).
 
     python -m src.data --source demo --model smollm2_135m --amounts 5K,20K
     python -m src.data --source sharegpt --path /data/sharegpt.json --model gpt2
+    python -m src.data prepare --source demo --model smollm2_135m --amounts 5K,20K --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from src.config import ConfigError, format_amount, parse_amount
 from src.data.budget import BudgetError, shuffled, take_budget
@@ -38,6 +41,11 @@ def show_mask(rendered, tokenizer) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["prepare"]:
+        from src.data.prepare_cli import main as prepare_main
+
+        prepare_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="demo", help="a conf/data_source name")
     parser.add_argument("--path", default=None, help="override the source's path")

@@ -8,7 +8,7 @@ budget B sees exactly the first B tokens of a run on any larger budget.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 from src.data.template import Rendered
@@ -30,19 +30,24 @@ def take_budget(examples: Iterable[Rendered], amount: int | None, source: str = 
     """Take rendered examples in order until `amount` tokens; cut the last one to fit exactly.
 
     `examples` may be a lazy generator: nothing past the budget is rendered."""
-    taken: list[Rendered] = []
-    total = 0
+    return list(iter_budget(examples, amount, source))
+
+
+def iter_budget(examples: Iterable[Rendered], amount: int | None, source: str = "source") -> Iterator[Rendered]:
+    """take_budget one example at a time (prepare packs each as it comes); the BudgetError of a
+    source that holds less than `amount` comes after its last example."""
+    total = taken = 0
     for example in examples:
         if amount is not None and total >= amount:
             break
         if amount is not None and total + len(example.input_ids) > amount:
             keep = amount - total
             example = Rendered(example.input_ids[:keep], example.labels[:keep])
-        taken.append(example)
+        taken += 1
         total += len(example.input_ids)
+        yield example
     if amount is not None and total < amount:
         raise BudgetError(
-            f"data.amount={amount} tokens is more than {source} holds ({total} tokens in {len(taken)} "
+            f"data.amount={amount} tokens is more than {source} holds ({total} tokens in {taken} "
             f"examples); lower the amount or use data.amount=all"
         )
-    return taken

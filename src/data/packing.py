@@ -26,48 +26,11 @@ class PackedRow:
 
 def pack(examples: list[Rendered], block_length: int) -> list[PackedRow]:
     rows: list[PackedRow] = []
-    row = PackedRow([], [], [], [])
+    packer = StreamPacker(block_length, rows.append)
     for example in examples:
-        start = 0
-        while start < len(example.input_ids):
-            room = block_length - len(row.input_ids)
-            piece_ids = example.input_ids[start:start + room]
-            piece_labels = list(example.labels[start:start + room])
-            # The first token of a piece has no predecessor in its own example: nothing predicts it.
-            piece_labels[0] = IGNORE
-            segment = row.segment_ids[-1] + 1 if row.segment_ids else 0
-            row.input_ids += piece_ids
-            row.labels += piece_labels
-            row.position_ids += list(range(len(piece_ids)))
-            row.segment_ids += [segment] * len(piece_ids)
-            start += len(piece_ids)
-            if len(row.input_ids) == block_length:
-                rows.append(row)
-                row = PackedRow([], [], [], [])
-    if row.input_ids:
-        rows.append(row)
+        packer.add(example)
+    packer.finish()
     return rows
-
-
-def split_at(examples: list[Rendered], boundaries: list[int]) -> list[list[Rendered]]:
-    """The token stream cut at each boundary (a token count): an example that straddles one is cut in
-    two, so each increment holds exactly its tokens."""
-    parts: list[list[Rendered]] = [[]]
-    edges = sorted(boundaries)
-    total = 0
-    for example in examples:
-        start = 0
-        while start < len(example.input_ids):
-            room = edges[0] - total if edges else len(example.input_ids) - start
-            take = min(room, len(example.input_ids) - start)
-            if take:
-                parts[-1].append(Rendered(example.input_ids[start:start + take], example.labels[start:start + take]))
-            start += take
-            total += take
-            if edges and total == edges[0]:
-                edges.pop(0)
-                parts.append([])
-    return parts
 
 
 def pack_increments(examples: list[Rendered], block_length: int, boundaries: list[int]) -> tuple[list[PackedRow], list[int]]:
@@ -75,11 +38,10 @@ def pack_increments(examples: list[Rendered], block_length: int, boundaries: lis
     then exactly the rows a run on the k-th budget packs, and no row mixes tokens of two increments.
     Returns the rows and, per boundary, how many rows lie before it."""
     rows: list[PackedRow] = []
-    ends: list[int] = []
-    for part in split_at(examples, boundaries):
-        rows += pack(part, block_length)
-        ends.append(len(rows))
-    return rows, ends[:len(boundaries)]
+    packer = StreamPacker(block_length, rows.append, boundaries)
+    for example in examples:
+        packer.add(example)
+    return rows, packer.finish()
 
 
 def packing_efficiency(rows: list[PackedRow], block_length: int) -> float:
@@ -110,3 +72,63 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
     mask |= torch.eye(length, dtype=torch.bool)
     return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
             "attention_mask": mask[:, None, :, :]}
+
+
+class StreamPacker:
+    """pack / pack_increments one example at a time: full rows go to `emit` as they fill, so no list
+    of the whole set is ever held (prepare writes them straight into the store's arrays). At each
+    boundary (a token count) the example is cut and the partial row is flushed, exactly as
+    packing each increment on its own (milestone mode) does. `ends[i]`: rows before boundary i."""
+
+    def __init__(self, block_length: int, emit, boundaries: list[int] = (), on_boundary=lambda: None):
+        self.block_length, self.emit, self.on_boundary = block_length, emit, on_boundary
+        self.edges = sorted(boundaries)
+        self.n_boundaries = len(self.edges)
+        self.row = PackedRow([], [], [], [])
+        self.rows = 0
+        self.total = 0
+        self.ends: list[int] = []
+
+    def add(self, example: Rendered) -> None:
+        start = 0
+        while start < len(example.input_ids):
+            room = self.edges[0] - self.total if self.edges else len(example.input_ids) - start
+            take = min(room, len(example.input_ids) - start)
+            if take:
+                self._place(example.input_ids[start:start + take], example.labels[start:start + take])
+            start += take
+            self.total += take
+            if self.edges and self.total == self.edges[0]:
+                self.edges.pop(0)
+                self._flush()
+                self.ends.append(self.rows)
+                self.on_boundary()  # the rows before the boundary are all emitted, none after it yet
+
+    def _place(self, input_ids: list[int], labels: list[int]) -> None:
+        start = 0
+        while start < len(input_ids):
+            room = self.block_length - len(self.row.input_ids)
+            piece_ids = input_ids[start:start + room]
+            piece_labels = list(labels[start:start + room])
+            piece_labels[0] = IGNORE  # nothing in its own example predicts a piece's first token
+            segment = self.row.segment_ids[-1] + 1 if self.row.segment_ids else 0
+            self.row.input_ids += piece_ids
+            self.row.labels += piece_labels
+            self.row.position_ids += list(range(len(piece_ids)))
+            self.row.segment_ids += [segment] * len(piece_ids)
+            start += len(piece_ids)
+            if len(self.row.input_ids) == self.block_length:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.row.input_ids:
+            self.emit(self.row)
+            self.rows += 1
+            self.row = PackedRow([], [], [], [])
+
+    def finish(self) -> list[int]:
+        """Flush the last row; the row count at each boundary (the end, for boundaries never reached)."""
+        self._flush()
+        if len(self.ends) < self.n_boundaries:
+            self.ends.append(self.rows)
+        return self.ends[:self.n_boundaries]

@@ -8,35 +8,38 @@ cell with the same key tokenizes nothing, and any change makes a new entry rathe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from src import resolve_path
 from src.config import DataConfig, DataSourceConfig
-from src.data.budget import shuffled, take_budget
+from src.data.budget import iter_budget, shuffled
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, pack, pack_increments, packing_efficiency
+from src.data.packing import PackedRow, StreamPacker, pack  # noqa: F401  pack: what prepare's rows are
+from src.data.prepared import PreparedRows, RowWriter
 from src.data.sources import load_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
+from src.progress import progress
 from src.stages import reached
 from src.store import Store, cache_root
 
 log = logging.getLogger(__name__)
-PREPARE_VERSION = 1  # bump when the prepared data for the same inputs would change
+PREPARE_VERSION = 2  # bump when the prepared data for the same inputs would change (2: memory-mapped arrays)
 
 
 @dataclass
 class PreparedData:
-    rows: list[PackedRow]
+    rows: Sequence[PackedRow]  # PreparedRows (memory-mapped, src/data/prepared.py) when cached, else a list
     examples: int  # rendered examples (conversations or pieces of them) inside the budget
     total_tokens: int  # formatted conversation tokens: what data.amount counts
     loss_tokens: int  # tokens that carry a label (assistant replies and end-of-turn)
@@ -55,68 +58,139 @@ class PreparedData:
 
 
 def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-            cache_dir: str | None = None, boundaries: list[int] = ()) -> PreparedData:
+            cache_dir: str | None = None, boundaries: list[int] = (), workers: int = 1,
+            chunk: int = 64) -> PreparedData:
     """`boundaries` (token counts below the budget) make each increment pack on its own, so the rows
-    of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py)."""
+    of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py). `workers`
+    processes render conversations `chunk` at a time, consumed in the shuffled order: the output is
+    the same bytes for any number of workers and any chunk."""
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
     if store is not None and (found := store.get(key)) is not None:
-        hit = _load(found)
+        hit = _open(found)
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
         return hit
 
+    job = (cfg, tokenizer, fmt, block_length, context_length, boundaries, workers, chunk)
+    if store is None:
+        rows: list[PackedRow] = []
+        data = _prepare_stream(*job, emit=rows.append)
+        data.rows, data.cache = rows, "off"
+        return data
+    made = {}
+
+    def write(folder: Path) -> None:  # rows go straight into the entry's arrays as they are packed
+        writer = RowWriter(folder, len(tokenizer), block_length)
+        made["data"] = data = _prepare_stream(*job, emit=writer.add)
+        writer.close()
+        data.rows = PreparedRows(folder)  # so the summary counts them
+        write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
+
+    folder, _ = store.get_or_make(key, write)
+    if "data" not in made:  # another process made the entry while this one waited for it
+        return _open(folder)
+    data = made["data"]
+    data.rows = _open(folder).rows  # read from the map: every caller sees one kind of rows
+    return data
+
+
+def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
+                    boundaries: list[int], workers: int, chunk: int, emit) -> PreparedData:
+    """Load, shuffle, render (in workers), take the budget and pack, one example at a time: each
+    packed row goes to `emit` as it fills, so memory holds the source's text and one chunk in flight,
+    never the whole set's token lists. Returns the counts (rows empty)."""
     conversations, report = load_source(cfg.source)
     log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept, report.dropped)
     reached("prepare:loaded")
     split = {"conversations_split": 0, "pieces_over_context": 0}
 
-    def render_one(messages) -> Rendered:
-        return render(messages, tokenizer, fmt)
-
     def examples(order: list[Conversation]) -> Iterator[Rendered]:
-        for conv in order:
-            try:
-                whole = render_one(conv.messages)
-                if len(whole.input_ids) <= context_length or not cfg.source.clean.split_long:
-                    yield whole
-                    continue
-                pieces = split_at_turns(conv.messages, lambda m: len(render_one(m).input_ids) <= context_length)
-                split["conversations_split"] += len(pieces) > 1
-                for piece in pieces:
-                    rendered = render_one(piece)
-                    split["pieces_over_context"] += len(rendered.input_ids) > context_length
-                    yield rendered
-            except TemplateError as err:
-                raise TemplateError(f"{conv.origin}: {err}") from err
+        with contextlib.closing(rendered_in_order(order, (tokenizer, fmt, context_length, cfg.source.clean.split_long),
+                                                  workers, chunk)) as results:
+            for pieces, was_split, over in results:
+                split["conversations_split"] += was_split
+                split["pieces_over_context"] += over
+                yield from pieces
 
-    taken = take_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
-                        source=f"data source '{cfg.source.name}'")
-    milestones = []
-    if boundaries:
-        rows, ends = pack_increments(taken, block_length, boundaries)
-        starts = [0]
-        for example in taken:
-            starts.append(starts[-1] + len(example.input_ids))
-        for amount, end in zip(boundaries, ends, strict=True):
-            prefix = rows[:end]
-            milestones.append({"amount": amount, "rows": end, "total_tokens": amount,
-                               "examples": sum(start < amount for start in starts[:-1]),
-                               "loss_tokens": sum(sum(label != IGNORE for label in r.labels) for r in prefix),
-                               "packing_efficiency": round(packing_efficiency(prefix, block_length), 4)})
-    else:
-        rows = pack(taken, block_length)
-    data = PreparedData(rows=rows, examples=len(taken), total_tokens=sum(len(e.input_ids) for e in taken),
-                        loss_tokens=sum(sum(label != IGNORE for label in r.labels) for r in rows),
-                        packing_efficiency=packing_efficiency(rows, block_length), template=fmt.name,
-                        load_report=report.as_dict(), split=split, cache="off" if store is None else "miss",
+    counts = {"tokens": 0, "loss": 0}
+    prefixes: list[tuple[int, int]] = []  # (row tokens, loss tokens) before each boundary
+
+    def count_and_emit(row: PackedRow) -> None:
+        counts["tokens"] += len(row.input_ids)
+        counts["loss"] += sum(label != IGNORE for label in row.labels)
+        emit(row)
+
+    packer = StreamPacker(block_length, count_and_emit, boundaries,
+                          on_boundary=lambda: prefixes.append((counts["tokens"], counts["loss"])))
+    starts_below = [0] * len(boundaries)  # examples that start before each boundary
+    examples_taken = total = 0
+    for example in iter_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
+                               source=f"data source '{cfg.source.name}'"):
+        for i, boundary in enumerate(boundaries):
+            starts_below[i] += total < boundary
+        examples_taken += 1
+        total += len(example.input_ids)
+        packer.add(example)
+    ends = packer.finish()
+    while len(prefixes) < len(ends):
+        prefixes.append((counts["tokens"], counts["loss"]))
+    milestones = [{"amount": amount, "rows": end, "total_tokens": amount, "examples": below, "loss_tokens": loss,
+                   "packing_efficiency": round(tokens / (end * block_length) if end else 0.0, 4)}
+                  for amount, end, below, (tokens, loss) in zip(boundaries, ends, starts_below, prefixes, strict=True)]
+    data = PreparedData(rows=[], examples=examples_taken, total_tokens=total, loss_tokens=counts["loss"],
+                        packing_efficiency=counts["tokens"] / (packer.rows * block_length) if packer.rows else 0.0,
+                        template=fmt.name, load_report=report.as_dict(), split=split, cache="miss",
                         milestones=milestones)
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
-             cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, len(rows),
+             cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, packer.rows,
              block_length, data.packing_efficiency)
-    if store is not None:
-        store.get_or_make(key, lambda folder: _write(folder, data))
     return data
+
+
+# --- rendering, in worker processes ------------------------------------------------------------
+
+_JOB: tuple | None = None  # (tokenizer, fmt, context_length, split_long): set before the workers fork
+
+
+def render_conversation(conv: Conversation) -> tuple[list[Rendered], bool, int]:
+    """(its examples: the whole conversation, or its pieces split at turns when longer than the
+    context; whether it was split; how many pieces are still over the context)."""
+    tokenizer, fmt, context_length, split_long = _JOB
+    try:
+        whole = render(conv.messages, tokenizer, fmt)
+        if len(whole.input_ids) <= context_length or not split_long:
+            return [whole], False, 0
+        pieces = split_at_turns(conv.messages,
+                                lambda m: len(render(m, tokenizer, fmt).input_ids) <= context_length)
+        rendered = [render(piece, tokenizer, fmt) for piece in pieces]
+        return rendered, len(pieces) > 1, sum(len(r.input_ids) > context_length for r in rendered)
+    except TemplateError as err:
+        raise TemplateError(f"{conv.origin}: {err}") from err
+
+
+def rendered_in_order(order: list[Conversation], job: tuple, workers: int, chunk: int
+                      ) -> Iterator[tuple[list[Rendered], bool, int]]:
+    """render_conversation over `order`, in order; with workers > 1 over a pool of forked processes
+    (they inherit the tokenizer and the conversations), which is stopped once the budget is full."""
+    global _JOB
+    _JOB = job
+    bar = progress(None, "prepare", total=len(order), unit="conv")
+    try:
+        if workers <= 1:
+            for conv in order:
+                yield render_conversation(conv)
+                bar.update()
+            return
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust tokenizer's threads and fork
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap(render_conversation, order, chunksize=chunk):
+                reached("prepare:rendering")  # the workers are running (where a test kills the prepare)
+                yield result
+                bar.update()
+    finally:
+        bar.close()
+        _JOB = None
 
 
 # --- cache -----------------------------------------------------------------------------------------
@@ -157,23 +231,9 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
                       **({"boundaries": list(boundaries)} if boundaries else {})})
 
 
-def _write(folder: Path, data: PreparedData) -> None:
-    """An entry of the store: the rows as flat arrays, and the summary."""
-    flat = {name: np.array([t for r in data.rows for t in getattr(r, name)], dtype=np.int32)
-            for name in ("input_ids", "labels", "position_ids", "segment_ids")}
-    flat["row_lengths"] = np.array([len(r.input_ids) for r in data.rows], dtype=np.int64)
-    np.savez(folder / "rows.npz", **flat)
-    write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
-
-
-def _load(folder: Path) -> PreparedData:
+def _open(folder: Path) -> PreparedData:
     summary = json.loads((folder / "summary.json").read_text())
-    with np.load(folder / "rows.npz") as flat:
-        bounds = np.concatenate([[0], np.cumsum(flat["row_lengths"])])
-        columns = {name: flat[name].tolist() for name in ("input_ids", "labels", "position_ids", "segment_ids")}
-    rows = [PackedRow(*(columns[name][a:b] for name in ("input_ids", "labels", "position_ids", "segment_ids")))
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return PreparedData(rows=rows, examples=summary["examples"], total_tokens=summary["total_tokens"],
+    return PreparedData(rows=PreparedRows(folder), examples=summary["examples"], total_tokens=summary["total_tokens"],
                         loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
                         template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit",
                         milestones=summary.get("milestones", []))

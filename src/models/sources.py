@@ -35,6 +35,9 @@ class ModelSource:
     validate: Callable[[ModelConfig], None] = lambda cfg: None
     identity: Callable[[ModelConfig], dict[str, Any]] = lambda cfg: {}
     random_init: bool = False  # weights are built, not read (location serves the tokenizer only)
+    # (cfg, cache_dir) -> a folder of data files this source writes when the model loads (the toy
+    # world's imitation and benchmark files): preflight counts what lies under it as there
+    writes_inputs: Callable[[ModelConfig, str], Path] | None = None
 
 
 SOURCES: Registry[ModelSource] = Registry("model source")
@@ -53,7 +56,9 @@ def validate_source(cfg: ModelConfig) -> None:
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
     """What determines the base weights: the config, and what the source adds."""
-    return dataclasses.asdict(cfg) | source_of(cfg).identity(cfg)
+    identity = dataclasses.asdict(cfg)
+    identity.pop("architecture")  # a description for plan=true; the weights come from the source
+    return identity | source_of(cfg).identity(cfg)
 
 
 def model_source(cfg: ModelConfig, cache_dir: str) -> str:
@@ -89,6 +94,19 @@ def _gguf_path(cfg: ModelConfig) -> Path:
     return path
 
 
+def _converted_entry(cfg: ModelConfig, cache_dir: str) -> tuple[Store, str]:
+    store = Store(cache_root(cache_dir) / "models")
+    version = importlib.metadata.version(cfg.gguf.package)
+    return store, store.key({"package": cfg.gguf.package, "version": version, "file": cfg.gguf.file},
+                            label=cfg.name, length=10)
+
+
+def converted_gguf(cfg: ModelConfig, cache_dir: str) -> Path | None:
+    """The converted checkpoint if it was made already (nothing is converted here)."""
+    store, key = _converted_entry(cfg, cache_dir)
+    return store.get(key)
+
+
 def convert_gguf(cfg: ModelConfig, cache_dir: str) -> Path:
     """Dequantize the GGUF file once into a safetensors checkpoint (30 s once, then ~1 s a load),
     stored under <cache_dir>/models by the package, its version and the file.
@@ -96,10 +114,7 @@ def convert_gguf(cfg: ModelConfig, cache_dir: str) -> Path:
     A GGUF-loaded model refuses save_pretrained, so the weights move into a fresh model first.
     """
     gguf = _gguf_path(cfg)
-    store = Store(cache_root(cache_dir) / "models")
-    version = importlib.metadata.version(cfg.gguf.package)
-    key = store.key({"package": cfg.gguf.package, "version": version, "file": cfg.gguf.file}, label=cfg.name,
-                    length=10)
+    store, key = _converted_entry(cfg, cache_dir)
 
     def convert(folder: Path) -> None:
         import torch

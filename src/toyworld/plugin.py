@@ -8,6 +8,7 @@ from src.benchmarks import BENCHMARKS, Benchmark
 from src.config import ModelConfig
 from src.models.sources import SOURCES, ModelSource
 from src.report.answers import STYLE_MARKERS
+from src.store import cache_root
 from src.toyworld.benchmarks import cloze, mc, qa, style
 from src.toyworld.pretrain import pretrained_dir, spec_key, toy_spec
 
@@ -19,7 +20,8 @@ def _identity(cfg: ModelConfig) -> dict:
 
 
 SOURCES.register("toy", ModelSource(location=lambda cfg, cache_dir: str(pretrained_dir(cfg, cache_dir)),
-                                    validate=lambda cfg: toy_spec(cfg.toy), identity=_identity))
+                                    validate=lambda cfg: toy_spec(cfg.toy), identity=_identity,
+                                    writes_inputs=lambda cfg, cache_dir: cache_root(cache_dir) / "toyworld" / "data"))
 
 # the same study on a synthetic world small enough for a laptop
 BENCHMARKS.register("toy_qa", Benchmark(qa.ToyQASettings, qa.run))

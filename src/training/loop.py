@@ -71,13 +71,14 @@ class SavePoint:
 
 
 
-def step_batches(rows: list[PackedRow], cfg: TrainConfig, boundaries: Sequence[int] = ()) -> list[list[PackedRow]]:
-    """Rows in budget order for the first epoch (so a smaller budget is a prefix of a larger one),
-    rows_per_step at a time; a step never crosses a boundary (a row count where a milestone is
-    saved), so the step that ends there may be short. Later epochs are reshuffled with the seed."""
-    steps: list[list[PackedRow]] = []
+def step_batches(rows: Sequence[PackedRow], cfg: TrainConfig, boundaries: Sequence[int] = ()) -> list[list[int]]:
+    """Row indices in budget order for the first epoch (so a smaller budget is a prefix of a larger
+    one), rows_per_step at a time; a step never crosses a boundary (a row count where a milestone is
+    saved), so the step that ends there may be short. Later epochs are reshuffled with the seed.
+    Indices, not rows: a step's rows are read (from the prepared data's memory map) when it runs."""
+    steps: list[list[int]] = []
     for epoch in range(cfg.epochs):
-        epoch_rows = list(rows)
+        epoch_rows = list(range(len(rows)))
         if epoch:
             random.Random(cfg.seed + epoch).shuffle(epoch_rows)
             edges = [len(rows)]
@@ -124,13 +125,19 @@ def loss_tokens(rows: list[PackedRow]) -> int:
 
 
 
+def row_lengths(rows: Sequence[PackedRow]):
+    """Tokens per row, without building the rows when they are memory-mapped (PreparedRows)."""
+    lengths = getattr(rows, "lengths", None)
+    return lengths if lengths is not None else [len(r.input_ids) for r in rows]
+
+
 def check_inputs(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_id: int | None,
                  dist: Dist) -> None:
     """Bad input stops here, with one line, before the first step."""
     if pad_id is None:
         raise ConfigError("the tokenizer has no pad token: set one (load_tokenizer uses EOS) before training")
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    longest = max((len(r.input_ids) for r in rows), default=0)
+    longest = int(max(row_lengths(rows), default=0))
     if limit is not None and longest > limit:
         raise ConfigError(f"train.block_length: rows of {longest} tokens exceed the model's context of {limit} "
                           "positions; lower train.block_length (or model.context_length)")
@@ -156,7 +163,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     steps = step_batches(rows, cfg, [*boundaries, *(p.rows for p in save_points if p.rows is not None)])
     saves_at = save_schedule(steps, len(rows), save_points)
     if dist.main:
-        real_tokens = sum(len(r.input_ids) for r in rows) * cfg.epochs
+        real_tokens = int(sum(row_lengths(rows))) * cfg.epochs
         log.info("train: %d rows x %d tokens, %d rows/step over %d process(es) x %d micro-batches -> %d steps; "
                  "%d real tokens; %.2g tokens per parameter; %s", len(rows), cfg.block_length, cfg.rows_per_step,
                  dist.world, cfg.grad_accum, len(steps), real_tokens,
@@ -201,7 +208,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     start, tokens_this_run = time.perf_counter(), 0
     bar = progress(range(first_step, len(steps)), "train", disable=not dist.main)
     for step in bar:
-        step_rows = steps[step]
+        step_rows = [rows[i] for i in steps[step]]
         loss_sum, grad_norm, lr = opt.step(step, step_rows, pad_id, device)
         step_tokens = sum(len(r.input_ids) for r in step_rows)
         stats.steps = step + 1
@@ -234,7 +241,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     return stats
 
 
-def save_schedule(steps: list[list[PackedRow]], n_rows: int, save_points: Sequence[SavePoint]
+def save_schedule(steps: list[list[int]], n_rows: int, save_points: Sequence[SavePoint]
                   ) -> dict[int, list[SavePoint]]:
     """step index -> the save points after it (a milestone's rows end exactly at a step's end)."""
     ends, seen = {}, 0  # rows of the first epoch seen -> the step that ends there

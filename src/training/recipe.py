@@ -73,14 +73,14 @@ def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch
 
 
 def needs_worker(cfg) -> bool:
-    return cfg.train.nproc > 1 or cfg.train.deepspeed is not None
+    return cfg.train.nproc > 1 or cfg.train.nnodes > 1 or cfg.train.deepspeed is not None
 
 
 def prepare_for(cell: Cell, run: Plan, tokenizer, fmt: ChatFormat) -> PreparedData:
     cfg = cell.cfg
     block_length = min(cfg.train.block_length, cfg.model.context_length)
     return prepare(run.run.cfg.data, tokenizer, fmt, block_length, cfg.model.context_length, cfg.cache_dir,
-                   run.boundaries)
+                   run.boundaries, workers=cfg.prepare_workers)
 
 
 def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_step=None,

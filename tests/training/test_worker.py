@@ -138,3 +138,21 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     assert torch.allclose(flat(model), flat(uninterrupted.weights.module), atol=1e-6)
     assert [r["loss"] for r in record.train["history"]] == pytest.approx(
         [r["loss"] for r in uninterrupted.record.train["history"]], abs=1e-5)
+
+
+@pytest.mark.slow  # ~40 s here: two torchrun agents (two "nodes") of one process each, then the reference
+def test_two_nodes_on_this_machine_give_the_model_of_one_process(tmp_path):
+    """train.nnodes=2 outside Slurm: two torchrun agents meet at a c10d rendezvous on this host, as
+    two nodes of a cluster would; the world of 2 (gloo) trains the one-process model."""
+    one, raw = cell(tmp_path / "one")
+    tokenizer = load_tokenizer(one.cfg.model, one.cfg.cache_dir)
+    fmt = chat_format(tokenizer, "auto")
+    alone = obtain(one, raw, tokenizer, fmt, torch.device("cpu"))
+    nodes, raw = cell(tmp_path / "nodes", "train.nnodes=2")
+    assert nodes.run_id == one.run_id  # the nodes a cell runs on are not part of what it is
+    workers = obtain(nodes, raw, tokenizer, fmt, torch.device("cpu"))
+    assert workers.record.train["world_size"] == 2
+    model = load_checkpoint(nodes.checkpoint, "float32", torch.device("cpu"))
+    assert workers.record.train["steps"] == alone.record.train["steps"] == 3
+    assert workers.record.train["final_loss"] == pytest.approx(alone.record.train["final_loss"], abs=1e-5)
+    assert torch.allclose(flat(model), flat(alone.weights.module), atol=1e-5)

@@ -43,23 +43,36 @@ def read_records(path_text: str) -> Iterator[tuple[str, object]]:
 
 
 def read_path(path: Path) -> Iterator[tuple[str, object]]:
+    """A JSON list is parsed whole (its text freed once parsed); JSONL is read a line at a time, so a
+    large file is never held twice."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            if _first_byte(handle) == b"[":
+                handle.seek(0)
+                yield from _json_list(path, handle.read())
+                return
+            handle.seek(0)
+            for lineno, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                origin = f"{path}:{lineno}"
+                try:
+                    yield origin, json.loads(line.decode("utf-8"))
+                except UnicodeDecodeError as err:
+                    yield origin, FormatError(f"{origin}: invalid UTF-8 ({err.reason})", "invalid_utf8")
+                except JSON_ERRORS as err:
+                    yield origin, FormatError(f"{origin}: invalid JSON: {json_problem(err)}", "invalid_json")
     except OSError as err:
         raise DataError(f"{path}: cannot read data source: {err.strerror or err}") from err
-    if raw.lstrip().startswith(b"["):
-        yield from _json_list(path, raw)
-        return
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        origin = f"{path}:{lineno}"
-        try:
-            yield origin, json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            yield origin, FormatError(f"{origin}: invalid UTF-8 ({err.reason})", "invalid_utf8")
-        except JSON_ERRORS as err:
-            yield origin, FormatError(f"{origin}: invalid JSON: {json_problem(err)}", "invalid_json")
+
+
+def _first_byte(handle) -> bytes:
+    """The first byte that is not whitespace (b"" for an empty file); the handle is left after it."""
+    while block := handle.read(1 << 16):
+        stripped = block.lstrip()
+        if stripped:
+            return stripped[:1]
+    return b""
 
 
 def _json_list(path: Path, raw: bytes) -> Iterator[tuple[str, object]]:
@@ -71,11 +84,13 @@ def _json_list(path: Path, raw: bytes) -> Iterator[tuple[str, object]]:
     except UnicodeDecodeError as err:
         first_bad_line = raw[: err.start].count(b"\n") + 1
         text = raw.decode("utf-8", errors="replace")
+    del raw  # the text is what is parsed: one copy of the file at a time
     try:
         items = json.loads(text)
     except JSON_ERRORS as err:
         where = f"{path}:{err.lineno}" if isinstance(err, json.JSONDecodeError) else str(path)
         raise DataError(f"{where}: invalid JSON: {json_problem(err)}") from err
+    del text
     for index, item in enumerate(items):
         origin = f"{path}[{index}]"
         if first_bad_line is not None and "\ufffd" in json.dumps(item, ensure_ascii=False):

@@ -1,0 +1,143 @@
+"""Prepare at paper scale: a seeded ShareGPT-like source of >= 50M tokens (generated here, never
+committed), prepared by `python -m src.data prepare` with 1 and 2 workers.
+
+Figures: peak RSS of the prepare (target <= 2 GB), bytes per token a training process holds once it
+opens the entry (mapped, against the resident growth after reading a step), 2 workers vs 1 (target
+>= 1.8x, same bytes), a cache hit ready to train (target < 1 s).
+
+BENCH_PREPARE_TOKENS sets the size (default 50M) for a quick check, e.g. BENCH_PREPARE_TOKENS=2M.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from src import PROJECT_ROOT
+from src.config import parse_amount
+
+WORDS = ("the of and to in is you that it for was on are with as be this have from or one had by word but "
+         "not what all were we when your can said there use an each which she do how their if will up other "
+         "about out many then them these so some her would make like him into time has look two more write go "
+         "see number no way could people my than first water been call who oil its now find long down day did "
+         "get come made may part model data train learn code python function value list error answer question "
+         "explain example because however therefore system memory token network").split()
+TOKENS_PER_WORD = 1.3  # about, for SmolLM2's tokenizer on this word list; the generator overshoots a little
+
+
+def _reply(rng: random.Random) -> str:
+    words = max(3, int(rng.lognormvariate(4.6, 0.9)))  # median ~100 words, a long tail
+    text = " ".join(rng.choice(WORDS) for _ in range(words))
+    if rng.random() < 0.3:  # raw ShareGPT dumps hold HTML
+        items = "".join(f"<li>{' '.join(rng.choice(WORDS) for _ in range(8))}</li>" for _ in range(rng.randint(2, 5)))
+        text = f"<p>{text}</p><ol>{items}</ol>"
+    return text
+
+
+def write_source(path: Path, tokens: int, seed: int = 0) -> int:
+    """A ShareGPT JSON list of about `tokens` tokens, written a record at a time; returns records."""
+    rng = random.Random(seed)
+    budget = tokens * 1.4 / TOKENS_PER_WORD  # words, with margin over the amount prepared
+    words = records = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("[")
+        while words < budget:
+            turns = []
+            for turn in range(rng.choice((1, 1, 2, 3, 4))):
+                question = f"question {records} {turn} " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
+                turns += [{"from": "human", "value": question}, {"from": "gpt", "value": _reply(rng)}]
+            words += sum(len(t["value"].split()) for t in turns)
+            handle.write(("," if records else "") + json.dumps({"id": f"g{records}", "conversations": turns}))
+            records += 1
+        handle.write("]")
+    return records
+
+
+def _prepare(source: Path, cache: Path, amount: str, workers: int) -> dict:
+    command = [sys.executable, "-m", "src.data", "prepare", "--source", "sharegpt", "--path", str(source),
+               "--model", "smollm2_135m", "--amounts", amount, "--train", "paper", "--workers", str(workers),
+               "--cache-dir", str(cache)]
+    clock = time.perf_counter()
+    proc = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    if proc.returncode:
+        raise RuntimeError(proc.stderr[-2000:])
+    line = proc.stdout.strip().splitlines()[-1]
+    numbers = re.search(r"([\d,]+) tokens.* ([\d.]+) s, cache (\w+), peak memory (\d+) MB \(workers (\d+) MB\)", line)
+    tokens, seconds, cache_state, own_mb, workers_mb = numbers.groups()
+    return {"line": line, "tokens": int(tokens.replace(",", "")), "seconds": float(seconds), "cache": cache_state,
+            "peak_mb": int(own_mb), "workers_peak_mb": int(workers_mb), "wall_s": time.perf_counter() - clock}
+
+
+HELD = """
+import resource, sys, time
+from pathlib import Path
+from src.data.prepared import PreparedRows
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+before = rss()
+clock = time.perf_counter()
+rows = PreparedRows(Path(sys.argv[1]))
+opened_s = time.perf_counter() - clock
+step = [rows[i] for i in range(32)]  # one step of the paper recipe: 32 rows of 2048
+print(rows.offsets[-1], rows.nbytes, rss() - before, opened_s)
+"""
+
+
+def run() -> list[dict]:
+    tokens = parse_amount(os.environ.get("BENCH_PREPARE_TOKENS", "50M"))
+    amount = str(tokens)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        source = root / "sharegpt_like.json"
+        clock = time.perf_counter()
+        records = write_source(source, tokens)
+        print(f"generated {records} conversations, {source.stat().st_size / 1e6:.0f} MB, "
+              f"{time.perf_counter() - clock:.0f} s", flush=True)
+        models = Path(os.path.expanduser(os.environ.get("IMITATION_GAP_CACHE", "~/.cache/imitation-gap"))) / "models"
+        runs = {}
+        for workers in (1, 2):
+            cache = root / f"cache{workers}"
+            cache.mkdir()
+            (cache / "models").symlink_to(models)  # the converted model, shared (not what is measured)
+            runs[workers] = _prepare(source, cache, amount, workers)
+            print(runs[workers]["line"], flush=True)
+        hit = _prepare(source, root / "cache2", amount, 2)
+        entries = [p for p in (root / "cache1" / "prepared").iterdir() if not p.name.startswith(".")]
+        twin = root / "cache2" / "prepared" / entries[0].name
+        differ = [f.name for f in sorted(entries[0].iterdir()) if f.read_bytes() != (twin / f.name).read_bytes()]
+        same = "yes" if not differ else "no: " + ", ".join(differ)
+        held = subprocess.run([sys.executable, "-c", HELD, str(entries[0])], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, check=True).stdout.split()
+        n_tokens, mapped, resident, opened_s = int(held[0]), int(held[1]), int(held[2]), float(held[3])
+    one, two = runs[1], runs[2]
+    label = f"{tokens / 1e6:g}M-token ShareGPT-like source"
+    load = os.getloadavg()[0]
+    return [
+        {"name": f"prepare {label}, 1 worker: peak RSS (MB; load {load:.1f})", "ours": one["peak_mb"],
+         "baseline": 2048, "ratio": 2048 / one["peak_mb"], "target": ">= 1x", "unit": "MB"},
+        {"name": f"prepare {label}, 2 workers: peak RSS of the parent (MB)", "ours": two["peak_mb"],
+         "baseline": 2048, "ratio": 2048 / two["peak_mb"], "target": ">= 1x", "unit": "MB"},
+        {"name": f"prepare {label}: 2 workers vs 1 (tokens/s; same bytes: {same})",
+         "ours": two["tokens"] / two["seconds"], "baseline": one["tokens"] / one["seconds"],
+         "ratio": one["seconds"] / two["seconds"], "target": ">= 1.8x", "unit": "tokens/s"},
+        {"name": "bytes per token of the set mapped by a training process", "ours": mapped / n_tokens,
+         "baseline": 10, "ratio": 10 / (mapped / n_tokens), "target": ">= 1x", "unit": "bytes/token"},
+        {"name": "bytes per token resident after opening it and reading one step", "ours": resident / n_tokens,
+         "baseline": 10, "ratio": 10 / max(resident / n_tokens, 1e-9), "target": "", "unit": "bytes/token"},
+        {"name": f"cache hit of the {label}, ready to train (s; opening the map {opened_s * 1e3:.1f} ms)",
+         "ours": hit["seconds"], "baseline": 1.0, "ratio": 1.0 / hit["seconds"], "target": ">= 1x",
+         "unit": "seconds"},
+    ]
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)
