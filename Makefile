@@ -42,7 +42,7 @@ test: install ## the default test suite (fast; what CI runs)
 test-slow: install ## the slow tests too (real SmolLM2 model)
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m "slow or not slow"
 
-bench: install ## speed benchmarks under bench/, as ratios against baselines run alongside (~20 min)
+bench: install ## speed benchmarks under bench/, as ratios against baselines run alongside (hours on 2 CPU cores; BENCH_* shrink it: README, Speed)
 	# lm-evaluation-harness is the MMLU baseline: an extra, installed for the benchmarks only
 	$(BIN)/python -c "import lm_eval" 2>/dev/null || $(BIN)/python -m pip install -q -e ".[lm-eval]"
 	$(BIN)/python -m bench
