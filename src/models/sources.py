@@ -66,12 +66,18 @@ def model_source(cfg: ModelConfig, cache_dir: str) -> str:
     return source_of(cfg).location(cfg, cache_dir)
 
 
-def model_config_by_name(name: str) -> ModelConfig:
-    """Read conf/model/<name>.yaml directly (used for tokenizer_of, local judges and teachers)."""
+def model_config_by_name(name: str, seed: int = 0) -> ModelConfig:
+    """Read conf/model/<name>.yaml directly (used for tokenizer_of, local judges and teachers).
+
+    Outside a Hydra composition `${seed}` (a toy model's world follows the run's seed) has no root to
+    resolve against: it is resolved here against `seed`."""
     path = PROJECT_ROOT / "conf" / "model" / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"model.tokenizer_of: no model config {path}")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    import src.plugins  # noqa: F401  a plug-in's model source (the toy world's) must be registered to validate it
+
+    root = OmegaConf.create({"seed": seed, "model": OmegaConf.load(path)})
+    raw = OmegaConf.to_container(root, resolve=True)["model"]
     cfg = build_dataclass(ModelConfig, raw, "model")
     validate_source(cfg)
     return cfg
