@@ -163,10 +163,15 @@ def format_plan(costs: list[CellCost]) -> str:
     unknown = [c.cell for c in to_run if c.gpu_hours is None]
     total_flops = sum(c.flops or 0.0 for c in to_run)
     total_hours = sum(c.gpu_hours or 0.0 for c in to_run)
-    lines.append(f"total: {len(costs)} cells, {len(to_run)} training runs to do, {_sci(total_flops)} FLOPs, "
+    lines.append(f"total: {_count(len(costs), 'cell')}, {_count(len(to_run), 'training run')} to do, "
+                 f"{_sci(total_flops)} FLOPs, "
                  f"{_hours(total_hours)} GPU-hours" + (f" (+ {len(unknown)} run(s) of unknown cost: the model's "
                                                        "config is not on this machine)" if unknown else ""))
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _num(value: int | None) -> str:

@@ -139,3 +139,12 @@ def test_plan_marks_done_and_milestone_cells(tmp_path):
     small = cell_cost(load_config(tiny))
     assert small.state == "trained by tiny/demo/2K" and small.gpu_hours == 0
     assert small.flops == big.flops / 2  # the same model, half the tokens
+
+
+def test_the_plan_total_counts_one_cell_in_the_singular():
+    from src.plan import CellCost, format_plan
+
+    one = CellCost("0", "tiny", "demo", "5K", 5000, 10, 6.0e12, 0.5, "config", "to run")
+    assert "total: 1 cell, 1 training run to do, " in format_plan([one])
+    assert "total: 2 cells, 1 training run to do, " in format_plan([one, CellCost(
+        "1", "tiny", "demo", "0", 0, 0, 0.0, 0.0, "config", "base model")])
