@@ -59,9 +59,13 @@ def run_id(cfg: RunConfig) -> str:
     semantic = {"model": model_identity(cfg.model), "data": dataclasses.asdict(cfg.data),
                 "train": dataclasses.asdict(cfg.train), "seed": cfg.seed}
     semantic["data"]["source"].pop("description", None)
-    # the nodes a cell's processes are spread over do not change its weights (tested against one
-    # process); left out, so the ids of cells made before the key existed stay the same
-    semantic["train"].pop("nnodes", None)
+    # how the same computation is carried out, not what it computes: the nodes a cell's processes are
+    # spread over (tested against one process), the attention kernel, the cross-entropy's chunking and
+    # torch.compile (each tested equal to the plain path within rounding; results.json records which
+    # ran). Left out, so the ids of cells made before these keys existed stay the same
+    # (tests/test_run_id.py pins them).
+    for key in ("nnodes", "attention", "loss", "compile"):
+        semantic["train"].pop(key, None)
     return Store.key(semantic, length=12)
 
 
