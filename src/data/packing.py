@@ -129,6 +129,5 @@ class StreamPacker:
     def finish(self) -> list[int]:
         """Flush the last row; the row count at each boundary (the end, for boundaries never reached)."""
         self._flush()
-        if len(self.ends) < self.n_boundaries:
-            self.ends.append(self.rows)
+        self.ends += [self.rows] * (self.n_boundaries - len(self.ends))  # every boundary past the data
         return self.ends[:self.n_boundaries]

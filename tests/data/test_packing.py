@@ -87,3 +87,15 @@ def test_head_on_labelled_positions_only_gives_the_full_loss(tokenizer):
     assert fast.item() == pytest.approx(full.item(), rel=1e-6)
     for a, p in zip(fast_grads, model.parameters(), strict=True):
         assert torch.allclose(a, p.grad, atol=1e-6)
+
+
+def test_every_boundary_past_the_data_ends_at_the_last_row():
+    # data.amount=all with two milestones beyond the source: both end where the data does
+    from src.data.packing import StreamPacker
+    from src.data.template import Rendered
+
+    rows = []
+    packer = StreamPacker(4, rows.append, boundaries=[3, 10, 20])
+    packer.add(Rendered(input_ids=[1, 2, 3, 4, 5], labels=[1, 2, 3, 4, 5]))
+    assert packer.finish() == [1, 2, 2]
+    assert [r.input_ids for r in rows] == [[1, 2, 3], [4, 5]]
