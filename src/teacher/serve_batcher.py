@@ -83,7 +83,8 @@ class Batcher:
             self._drop_cancelled()
             if len(self.waiting) >= self.max_batch + self.max_queue:  # the next batch, and max_queue beyond it
                 # Places free when the running batch ends (the next one leaves the queue): come back then.
-                running_for = time.monotonic() - self.batch_started if self.batch_started else 0.0
+                started = self.batch_started  # read once: the batcher thread clears it without the lock
+                running_for = time.monotonic() - started if started is not None else 0.0
                 # At least 1 s: a client's retries are counted, and polling faster only spends them.
                 expected = self.stats.last_batch_s or 1.0  # before the first batch ends: a guess
                 raise ServerBusy(min(60.0, max(1.0, expected - running_for)))
