@@ -55,11 +55,13 @@ class Selection:
     score_name: str = ""
     seconds: float = 0.0
     version: int = SELECTION_VERSION
+    student_max_tokens: int | None = None  # uncertainty: tokens of the student's reply that were scored
 
     def settings(self) -> dict:
         """What decides the choice: a saved selection with the same settings is reused, never redone."""
         return {"selector": self.selector, "budget": self.budget, "seed": self.seed, "student": self.student,
-                "pool_digest": self.pool_digest, "version": self.version}
+                "pool_digest": self.pool_digest, "version": self.version,
+                "student_max_tokens": self.student_max_tokens}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,11 +102,13 @@ def pick_k_center(points: np.ndarray, budget: int, seed: int) -> tuple[list[int]
     first = random.Random(f"select-diversity-{seed}").randrange(len(points))
     chosen, gaps = [first], [None]
     nearest = np.linalg.norm(points - points[first], axis=1)
+    nearest[first] = -np.inf
     while len(chosen) < budget:
         pick = int(np.argmax(nearest))  # argmax returns the first of equal maxima
         chosen.append(pick)
         gaps.append(float(nearest[pick]))
         nearest = np.minimum(nearest, np.linalg.norm(points - points[pick], axis=1))
+        nearest[chosen] = -np.inf  # with duplicate points all at distance 0, never the same pick twice
     return chosen, gaps
 
 
@@ -183,7 +187,8 @@ def select(pairs: Sequence[tuple[str, str]], selector: str, budget: int, seed: i
         score_name = "distance to the nearest earlier pick (k-center)"
     return Selection(selector=selector, budget=budget, seed=seed, student=student, pool_size=len(pairs),
                      pool_digest=pool_digest(pairs), chosen=[ids[i] for i in picked], scores=scores,
-                     score_name=score_name, seconds=round(time.perf_counter() - start, 2))
+                     score_name=score_name, seconds=round(time.perf_counter() - start, 2),
+                     student_max_tokens=max_new_tokens if selector == "uncertainty" else None)
 
 
 def selection_path(out) -> Path:
@@ -198,7 +203,8 @@ def load_or_select(pairs: Sequence[tuple[str, str]], selector: str, budget: int,
     asked. Returns (selection, whether it was reused)."""
     wanted = {"selector": selector, "budget": budget, "seed": seed,
               "student": None if selector == "random" else student, "pool_digest": pool_digest(pairs),
-              "version": SELECTION_VERSION}
+              "version": SELECTION_VERSION,
+              "student_max_tokens": kwargs.get("max_new_tokens", 32) if selector == "uncertainty" else None}
     if path.exists():
         try:
             saved = Selection(**json.loads(path.read_text(encoding="utf-8")))

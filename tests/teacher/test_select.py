@@ -58,6 +58,31 @@ def test_k_center_on_a_line_has_the_known_order():
     assert picked == expected
 
 
+def test_k_center_never_picks_a_point_twice_among_duplicates():
+    points = np.array([[0.0], [0.0], [0.0], [5.0]])  # once 0 and 3 are in, every distance left is 0
+    picked, gaps = pick_k_center(points, 4, seed=0)
+    assert sorted(picked) == [0, 1, 2, 3]
+    assert gaps[2:] == [0.0, 0.0]
+
+
+def test_a_saved_selection_scored_on_other_reply_lengths_is_not_reused(tmp_path, tiny_handle):
+    pairs = [(f"p{i}", text) for i, text in enumerate(PROMPTS)]
+    path = tmp_path / "out.selection.json"
+    opened = []
+
+    def open_student():
+        opened.append(1)
+        return tiny_handle
+
+    from src.teacher.select import load_or_select
+    first, reused = load_or_select(pairs, "uncertainty", 2, 0, "tiny", path, open_student, max_new_tokens=4)
+    assert not reused and first.student_max_tokens == 4
+    _, reused = load_or_select(pairs, "uncertainty", 2, 0, "tiny", path, open_student, max_new_tokens=4)
+    assert reused and len(opened) == 1
+    again, reused = load_or_select(pairs, "uncertainty", 2, 0, "tiny", path, open_student, max_new_tokens=6)
+    assert not reused and again.student_max_tokens == 6 and len(opened) == 2
+
+
 @pytest.fixture(scope="module")
 def tiny_handle():
     from src.models.hf import load_handle
