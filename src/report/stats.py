@@ -19,18 +19,18 @@ from src.benchmarks.uncertainty import Z95, ItemOutcomes, paired
 from src.results import Results
 
 ALPHA = 0.05
-# Student's t 97.5% quantiles by degrees of freedom (no scipy here); beyond 30 the normal's is close
+# Student's t 97.5% quantiles by degrees of freedom (no scipy here). Between tabulated values the
+# nearest df below is used: its quantile is the larger one, so an interval is never too narrow.
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 25: 2.060, 30: 2.042}
+        20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+        29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
 
 def t975(df: int) -> float:
     if df <= 0:
         return math.inf
-    if df in T975:
-        return T975[df]
-    return next((T975[k] for k in sorted(T975) if k >= df), Z95)
+    return T975[max(k for k in T975 if k <= df)]
 
 
 def items_of(row: Results, metric: str) -> ItemOutcomes | None:

@@ -162,3 +162,11 @@ def test_local_imitation_claim_is_read_at_every_budget(tmp_path):
     assert "p=0.0625" in local.evidence[1]  # 4K: 5 discordant items, all gains: 2 / 2^5, not significant
     broad = next(c for c in claims if c.name.startswith("Broad"))
     assert broad.verdict == UNKNOWN  # no broad source in this grid
+
+
+def test_t_quantiles_between_tabulated_dfs_are_never_too_small():
+    from src.report.stats import t975
+
+    assert t975(10) == 2.228 and t975(21) == 2.080  # tabulated
+    assert t975(45) == 2.021  # df 40's: the true 2.014 is smaller, so the interval is a little wide
+    assert t975(1000) == 1.980 and t975(0) == float("inf")
