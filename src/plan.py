@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from src import resolve_path
 from src.cell import Cell
 from src.config import ModelConfig, RunConfig, format_amount
+from src.models.sources import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def cell_cost(cfg: RunConfig) -> CellCost:
         edges = [0, *increments]
         rows = sum(math.ceil((b - a) / block) for a, b in zip(edges, edges[1:], strict=False))  # each increment packs alone
         steps = math.ceil(rows / cfg.train.rows_per_step) * cfg.train.epochs
-    key = f"{cfg.model.name}:{cfg.cache_dir}"
+    # by what decides the weights' shape, not the name: a grid may vary model.hub_id or model.init under one
+    key = json.dumps([model_identity(cfg.model), cfg.model.architecture, cfg.cache_dir], sort_keys=True, default=str)
     _MODELS[key] = (cfg.model, cfg.cache_dir)
     per_token = _flops_per_token(key, block)
     flops = per_token * tokens * cfg.train.epochs if per_token is not None and tokens is not None else None

@@ -148,3 +148,12 @@ def test_the_plan_total_counts_one_cell_in_the_singular():
     assert "total: 1 cell, 1 training run to do, " in format_plan([one])
     assert "total: 2 cells, 1 training run to do, " in format_plan([one, CellCost(
         "1", "tiny", "demo", "0", 0, 0, 0.0, 0.0, "config", "base model")])
+
+
+def test_plan_counts_flops_by_the_models_shape_not_its_name(tmp_path):
+    base = ["experiment=smoke", "output_dir=/tmp/x", f"store_dir={tmp_path}", "data.amount=2K"]
+    narrow = cell_cost(load_config(compose_config(base)))
+    wide = cell_cost(load_config(compose_config([*base, "model.init.hidden_size=128",
+                                                 "model.init.intermediate_size=256"])))
+    assert narrow.model == wide.model == "tiny"
+    assert wide.flops > narrow.flops  # the first cell's FLOPs were reused for every cell named tiny
