@@ -53,16 +53,16 @@ def check_cells(cells: list[tuple[str, dict[str, Any] | str]]) -> tuple[list[Mis
     found: dict[tuple[str, str], Missing] = {}
     runnable = set()
     for label, raw in cells:
+        cfg = None
         try:
             if isinstance(raw, str):  # Hydra could not compose this cell
                 raise ConfigError(raw)
             cfg = load_config(raw)
+            name = cfg.cell_name()
+            problems = check_config(cfg)  # may raise too (a model source that cannot be resolved): listed
         except ConfigError as err:
             problems = [Missing(f"config error: {err}", "the key it names", "fix the override or the config file")]
-            name = label
-        else:
-            problems = check_config(cfg)
-            name = cfg.cell_name()
+            name = label if cfg is None else cfg.cell_name()
         if not problems:
             runnable.add(label)
         for problem in problems:
