@@ -41,22 +41,45 @@ def load_results(root: Path | list[Path]) -> list[Results]:
     """Every results.json under root (or several roots: grids merged; a cell in two of them counts
     once), any schema version, by model size, model, source, tokens and seed. A file that is not JSON,
     or is JSON but not a results record, is skipped with a warning naming it."""
-    rows, seen = [], set()
+    rows = []
     roots = [root] if isinstance(root, Path) else list(root)
     for path in [p for r in roots for p in sorted(Path(r).rglob("results.json"))]:
         try:
-            rows.append(Results.read(path))
+            rows.append((path, Results.read(path)))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             print(f"warning: skipping unreadable {path}: {err}", file=sys.stderr)
         except (KeyError, TypeError, AttributeError) as err:  # valid JSON, but not the fields of a record
             print(f"warning: skipping {path}: not a results record ({type(err).__name__}: {err})", file=sys.stderr)
-    unique = []
-    for r in rows:
-        if r.run_id not in seen:
-            seen.add(r.run_id)
-            unique.append(r)
+    copies: dict[str, list[tuple[Path, Results]]] = {}
+    for path, r in rows:
+        copies.setdefault(r.run_id, []).append((path, r))
+    unique = [merge_copies(found) for found in copies.values()]
     unique.sort(key=lambda r: (r.model_parameters or 0, r.axes.model, r.axes.data_source, r.tokens.total, r.axes.seed))
     return unique
+
+
+def merge_copies(found: list[tuple[Path, Results]]) -> Results:
+    """One cell found in several grids (a shared base cell, re-scored in one of them with another
+    benchmark): the copy scored on the most benchmarks, with every benchmark only another copy has
+    added. A benchmark the copies disagree on keeps the fullest copy's values, with a warning."""
+    def scored(r: Results) -> set[str]:
+        return set(r.benchmarks) | {k.partition("/")[0] for k in r.metrics}
+
+    def metrics_of(r: Results, name: str) -> dict[str, float]:
+        return {k: v for k, v in r.metrics.items() if k.partition("/")[0] == name}
+
+    found = sorted(found, key=lambda pr: -len(scored(pr[1])))  # stable: the first path wins a tie
+    (first_path, merged), others = found[0], found[1:]
+    for path, other in others:
+        for name in sorted(scored(other)):
+            if name not in scored(merged):
+                merged.metrics.update(metrics_of(other, name))
+                if name in other.benchmarks:
+                    merged.benchmarks[name] = other.benchmarks[name]
+            elif metrics_of(other, name) != metrics_of(merged, name):
+                print(f"warning: {path} and {first_path} (run_id {merged.run_id}) differ on {name}: "
+                      f"keeping {first_path}'s", file=sys.stderr)
+    return merged
 
 
 def load_teacher(path: Path | None) -> dict | None:

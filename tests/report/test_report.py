@@ -125,3 +125,15 @@ def test_dashboard_lays_out_every_metric(grid):
     assert titles[1] == ["style/style_score vs imitation tokens"]
     assert titles[2] == ["train/loss", "train/lr", "train/grad_norm"]
     assert "Group" in str(workspace.runset_settings.filters) and "'t'" in str(workspace.runset_settings.filters)
+
+
+def test_a_cell_in_two_merged_grids_keeps_every_benchmark_either_scored(tmp_path, capsys):
+    # grid b re-scored the shared base cell with one more benchmark; its copy sorts after a's
+    record("small", 1e6, 0, {"nq/em": 0.20}).write(tmp_path / "a" / "base" / "results.json")
+    record("small", 1e6, 0, {"nq/em": 0.20, "mmlu/acc": 0.31}).write(tmp_path / "b" / "base" / "results.json")
+    record("small", 1e6, 0, {"nq/em": 0.25}).write(tmp_path / "c" / "base" / "results.json")
+    (row,) = load_results([tmp_path / "a", tmp_path / "b"])
+    assert row.metrics == {"nq/em": 0.20, "mmlu/acc": 0.31}
+    (row,) = load_results([tmp_path / "b", tmp_path / "c"])
+    assert row.metrics == {"nq/em": 0.20, "mmlu/acc": 0.31}  # the fuller copy's nq wins, said aloud
+    assert "differ on nq" in capsys.readouterr().err
