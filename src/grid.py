@@ -56,10 +56,18 @@ def grid_cells(config: DictConfig) -> list[GridCell]:
                 composed[groups] = loader.load_sweep_config(config, list(groups))
             cfg = copy.deepcopy(composed[groups])
             ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.input_line not in groups], cfg)
-            cells.append(GridCell(number, list(job), resolved(cfg, f"{sweep_dir}/{number}")))
+            cells.append(GridCell(number, list(job), resolved(cfg, f"{sweep_dir}/{job_subdir(cfg, number)}")))
         except Exception as err:  # Hydra's or OmegaConf's error for this cell, as its launch would fail
             cells.append(GridCell(number, list(job), None, f"{type(err).__name__}: {err}"))
     return cells
+
+
+def job_subdir(cfg: DictConfig, number: int) -> str:
+    """The job's folder under the sweep dir as the launcher names it (hydra.sweep.subdir, which may
+    use hydra.job.num and the cell's own values)."""
+    with open_dict(cfg):
+        cfg.hydra.job.num = number
+    return str(cfg.hydra.sweep.subdir)
 
 
 def resolved(cfg: DictConfig, output_dir: str) -> dict[str, Any]:

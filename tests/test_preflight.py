@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from src import PROJECT_ROOT
-from src.grid import grid_cells, resolved
+from src.grid import grid_cells, job_subdir, resolved
 from src.plan import cell_cost
 from src.plugins import load_config
 from src.preflight import check_cells
@@ -99,7 +99,10 @@ def _master(overrides):
 
         loader = GlobalHydra.instance().hydra.config_loader
         cells = grid_cells(cfg)
-        full = [resolved(loader.load_sweep_config(cfg, c.overrides), f"{cfg.hydra.sweep.dir}/{c.number}") for c in cells]
+        full = []
+        for c in cells:
+            one = loader.load_sweep_config(cfg, c.overrides)
+            full.append(resolved(one, f"{cfg.hydra.sweep.dir}/{job_subdir(one, c.number)}"))
     return cells, full
 
 
@@ -111,6 +114,8 @@ def test_grid_cells_compose_as_the_launcher_does():
     assert cells[3].overrides == ["model=gpt2_xl", "data.amount=5M", "experiment=paper_broad",
                                    "train.lr=0.001"]
     assert cells[3].raw["model"]["name"] == "gpt2_xl" and cells[3].raw["train"]["lr"] == 0.001
+    # the job folder the launcher will make (hydra.sweep.subdir), so keys derived from it check the right path
+    assert cells[3].raw["output_dir"].endswith("/3_gpt2_xl_sharegpt_mix_5M")
 
 
 def test_check_cells_dedups_and_counts_cells(tmp_path):
