@@ -26,7 +26,6 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -98,13 +97,17 @@ def build_app(handle, model_name: str, api_key: str | None = None, max_tokens_ca
     async def answered(request: Request, future) -> list[ChatResult] | None:
         """The batch's results for this request; None when its client went away first."""
         waiting = asyncio.wrap_future(future)
-        while True:
-            done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
-            if done:
-                return waiting.result()
-            if await request.is_disconnected():
-                future.cancel()  # still queued: its place is freed; generating: its answer is dropped
-                return None
+        try:
+            while True:
+                done, _ = await asyncio.wait({waiting}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return waiting.result()
+                if await request.is_disconnected():
+                    future.cancel()  # still queued: its place is freed; generating: its answer is dropped
+                    return None
+        except asyncio.CancelledError:  # the handler itself was cancelled (server shutdown): free the place too
+            future.cancel()
+            raise
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(request: Request):
@@ -134,8 +137,6 @@ def build_app(handle, model_name: str, api_key: str | None = None, max_tokens_ca
                                                    "param": None, "code": "server_busy"}})
         try:
             results = await answered(request, future)
-        except CancelledError:
-            results = None
         except Exception:  # logged once by the batcher
             return JSONResponse(status_code=500, content={"error": {
                 "message": "the server failed to generate a reply (see its log)", "type": "server_error",
