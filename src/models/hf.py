@@ -84,7 +84,10 @@ class ModelHandle:
                 outputs[i] = cut_at_stop(text, stop)
                 eos = (new == tok.eos_token_id).nonzero()
                 ended[i] = bool(len(eos)) or len(outputs[i]) < len(text)
-                counts[i] = int(eos[0, 0]) + 1 if len(eos) else len(new)
+                # a row that ended early in a batch (EOS, or a stop string) is padded to the batch's end
+                stops = ((new == tok.eos_token_id) | (new == tok.pad_token_id)).nonzero()
+                first = int(stops[0, 0]) if len(stops) else len(new)
+                counts[i] = first + 1 if first < len(new) and new[first] == tok.eos_token_id else first
         if finished is not None:
             finished[:] = ended
         if lengths is not None:
