@@ -160,7 +160,7 @@ RIDGE = 1e-2  # a small L2 pull on the fit, so a judge that always prefers one s
 def length_controlled_rows(y: np.ndarray, x: np.ndarray, steps: int = 25) -> np.ndarray:
     """sigmoid(a) of the fit P(win) = sigmoid(a + b x) on each row (fractional y, nan = not counted),
     by Newton's method on the (ridge-penalized) log-likelihood, every row at once."""
-    w = (~np.isnan(y)).astype(float)
+    w = (~np.isnan(y) & ~np.isnan(x)).astype(float)  # a missing length is not counted, never fitted at x = 0
     y, x = np.nan_to_num(y), np.nan_to_num(x)
     a, b = np.zeros(y.shape[0]), np.zeros(y.shape[0])
     for _ in range(steps):
@@ -185,7 +185,8 @@ def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     sx, sy = np.sqrt((xc ** 2).sum(axis=1)), np.sqrt((yc ** 2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (xc * yc).sum(axis=1) / (sx * sy)
-    return np.where((sx > 0) & (sy > 0), r, 0.0)  # as style.pearson: 0 when a side does not vary
+    # as style.pearson: 0 when a side does not vary; a missing value makes the row unknown (nan), not 0
+    return np.where(np.isnan(sx) | np.isnan(sy), np.nan, np.where((sx > 0) & (sy > 0), r, 0.0))
 
 
 def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED):

@@ -200,3 +200,19 @@ def test_paired_on_one_group_uses_its_items_only():
     result = paired(base, cell, "acc/y")
     assert result["n"] == 6 and result["delta"] == pytest.approx(3 / 6, abs=1e-6) and result["discordant"] == [0, 3]
     assert result["p"] == pytest.approx(2 / 8)  # 2 P(X <= 0), X ~ Bin(3, 1/2)
+
+
+def test_a_missing_value_is_never_counted_as_zero():
+    import numpy as np
+
+    from src.benchmarks.uncertainty import _pearson_rows, length_controlled_rows
+
+    x = np.array([[1.0, 2.0, 3.0], [1.0, np.nan, 3.0]])
+    y = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    r = _pearson_rows(x, y)
+    assert r[0] == pytest.approx(1.0) and np.isnan(r[1])  # was 0.0 for the row with a gap
+    # a win with no length recorded is left out of the fit, not fitted at length 0
+    wins = np.array([[1.0, 0.0, 1.0, 0.0]])
+    with_gap = length_controlled_rows(np.array([[1.0, 0.0, 1.0, 0.0, 1.0]]),
+                                      np.array([[0.5, -0.5, 0.5, -0.5, np.nan]]))
+    assert with_gap == pytest.approx(length_controlled_rows(wins, np.array([[0.5, -0.5, 0.5, -0.5]])))
