@@ -14,6 +14,7 @@ selection.png and selection_findings.md in the output folder.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import statistics
@@ -87,6 +88,14 @@ def write_selected_sources(seed: int, selectors: list[str], queries: list[int], 
     return chosen
 
 
+def selected_source(path: Path, selector: str, n: int) -> list[str]:
+    """The data-source overrides of a selection cell. The file's content is in the name, so in run_id:
+    another choice of prompts (a new selection version, another student) is another cell, never the
+    stale one trained on the file's old content."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    return [f"data.source.name=toy_select_{selector}_{n}_{digest}", f"data.source.path='{path}'"]
+
+
 def run_cells(seed: int, selectors: list[str], queries: list[int], cache_dir: str, out: Path) -> list[dict]:
     from src.main import run_cell
 
@@ -98,8 +107,7 @@ def run_cells(seed: int, selectors: list[str], queries: list[int], cache_dir: st
         if selector == "base":
             overrides += ["data.amount=0"]
         else:
-            overrides += ["data.amount=all", f"data.source.name=toy_select_{selector}_{n}",
-                          f"data.source.path='{selected_file(cache_dir, seed, selector, n)}'"]
+            overrides += ["data.amount=all", *selected_source(selected_file(cache_dir, seed, selector, n), selector, n)]
         results = run_cell(compose(overrides), job_dir, overrides)
         rows.append({"seed": seed, "selector": selector, "queries": n, "tokens": results.tokens.total,
                      "qa": results.metrics[QA], "cloze": results.metrics[CLOZE], "run_id": results.run_id})

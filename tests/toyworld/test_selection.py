@@ -50,3 +50,16 @@ def test_report_files_and_gap_closed(tmp_path):
     assert len(written) == len(rows)
     assert float(next(r for r in written if r["run_id"] == "uncertainty150")["gap_closed"]) == pytest.approx(0.5)
     assert (tmp_path / "selection.png").stat().st_size > 0 and (tmp_path / "selection_findings.md").exists()
+
+
+def test_a_selection_cell_is_named_by_its_files_content(tmp_path):
+    from src.toyworld.selection import selected_source
+
+    path = tmp_path / "uncertainty_50.json"
+    path.write_text('[{"id": "a"}]\n')
+    first = selected_source(path, "uncertainty", 50)
+    assert first == selected_source(path, "uncertainty", 50)
+    path.write_text('[{"id": "b"}]\n')  # the selector chose other prompts: another run_id
+    second = selected_source(path, "uncertainty", 50)
+    assert second[0] != first[0] and second[0].startswith("data.source.name=toy_select_uncertainty_50_")
+    assert second[1] == first[1] == f"data.source.path='{path}'"
