@@ -47,7 +47,7 @@ def load_source(cfg: DataSourceConfig) -> tuple[list[Conversation], LoadReport]:
 
 
 def in_process(fn: Callable, tasks: Iterable) -> Iterator:
-    return map(fn, tasks)
+    return (fn(task) for task in tasks)
 
 
 def scan_source(cfg: DataSourceConfig, keep: Callable[[object], None], run: Callable = in_process,
