@@ -119,6 +119,8 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
     spill = scratch / ".conversations.pickles"
     offsets = array("q", [0])  # conversation i is spill bytes [offsets[i], offsets[i + 1])
     job = (tokenizer, fmt, context_length, cfg.source.clean.split_long, spill)
+    if workers > 1 and _converts_html(cfg.source):
+        import markdownify  # noqa: F401  imported once before the fork, not once in every worker
     try:
         with _workers(workers, job) as run, contextlib.ExitStack() as stack:
             with open(spill, "wb") as out:
@@ -153,6 +155,12 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
             return _budget_and_pack(cfg, fmt, block_length, boundaries, examples(), emit, report, split)
     finally:
         spill.unlink(missing_ok=True)
+
+
+def _converts_html(cfg: DataSourceConfig) -> bool:
+    if cfg.format == "mix":
+        return any(_converts_html(source_config_by_name(part.source)) for part in cfg.mix)
+    return cfg.clean.html_to_markdown
 
 
 def _budget_and_pack(cfg: DataConfig, fmt: ChatFormat, block_length: int, boundaries: list[int],

@@ -165,7 +165,7 @@ def _json_list(path: Path, handle) -> Iterator[tuple[str, bytes]]:
             if char == "]":
                 fail(pos, "Illegal trailing comma before end of array")
         elif char != "]":
-            fail(pos, "Expecting ',' delimiter" if char else "Expecting ',' delimiter or ']'")
+            fail(pos, "Expecting ',' delimiter")  # json's words, as for the whole file
     pos, char = skip(pos + 1)
     if char:
         fail(pos, "Extra data")
