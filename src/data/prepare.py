@@ -125,6 +125,7 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
         with _workers(workers, job) as run, contextlib.ExitStack() as stack:
             with open(spill, "wb") as out:
                 def keep(blob: bytes) -> None:
+                    reached("prepare:cleaning")  # the workers are cleaning, the scratch file half-written
                     out.write(blob)
                     offsets.append(offsets[-1] + len(blob))
 
