@@ -10,6 +10,7 @@ Short Latin-script queries pass on (1) alone.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import replace
 
@@ -73,8 +74,26 @@ def check(conv: Conversation) -> str | None:
     return None
 
 
-def clean(conv: Conversation, cfg: CleanConfig, seen_queries: set[str]) -> tuple[Conversation | None, str | None, list[str]]:
+def clean(conv: Conversation, cfg: CleanConfig, seen_queries: set) -> tuple[Conversation | None, str | None, list[str]]:
     """(kept conversation or None, drop reason or None, names of the changes made)."""
+    kept, reason, changes = clean_one(conv, cfg)
+    if kept is not None and cfg.dedup_first_user:
+        key = dedup_key(kept)
+        if key in seen_queries:
+            return None, "duplicate_first_user_turn", changes
+        seen_queries.add(key)
+    return kept, reason, changes
+
+
+def dedup_key(conv: Conversation) -> bytes:
+    """What deduplication compares: the normalized first user turn, as a 16-byte digest (a set of
+    them costs a fraction of the queries' text; a false duplicate needs a 128-bit collision)."""
+    return hashlib.blake2b(normalize_query(first_user(conv)).encode(), digest_size=16).digest()
+
+
+def clean_one(conv: Conversation, cfg: CleanConfig) -> tuple[Conversation | None, str | None, list[str]]:
+    """Every cleaning step that looks at this conversation alone (all but deduplication, which needs
+    the ones before it in the file, and comes last): prepare's worker processes run this."""
     changes: list[str] = []
     problem = check(conv)
     if problem:
@@ -94,11 +113,6 @@ def clean(conv: Conversation, cfg: CleanConfig, seen_queries: set[str]) -> tuple
         conv = replace(conv, messages=tuple(messages))
     if cfg.english_only and not looks_english(first_user(conv), cfg.min_ascii_letters):
         return None, "not_english", changes
-    if cfg.dedup_first_user:
-        key = normalize_query(first_user(conv))
-        if key in seen_queries:
-            return None, "duplicate_first_user_turn", changes
-        seen_queries.add(key)
     return conv, None, changes
 
 

@@ -8,6 +8,7 @@ cell with the same key tokenizes nothing, and any change makes a new entry rathe
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -15,20 +16,28 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+import pickle
+import random
+import tempfile
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from src import resolve_path
 from src.config import DataConfig, DataSourceConfig
-from src.data.budget import iter_budget, shuffled
+from src.data.budget import iter_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
 from src.data.packing import PackedRow, StreamPacker, pack  # noqa: F401  pack: what prepare's rows are
 from src.data.prepared import PreparedRows, RowWriter
-from src.data.sources import load_source, source_config_by_name
+from src.data.sources import in_process, scan_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
+from src.io import write_json_atomic as write_memo  # the memo's own name: what tests patch is the entry's
 from src.progress import progress
 from src.stages import reached
 from src.store import Store, cache_root
@@ -65,8 +74,9 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     processes render conversations `chunk` at a time, consumed in the shuffled order: the output is
     the same bytes for any number of workers and any chunk."""
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
-    key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
+    key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries,
+                    memo=store.root / ".hashes" if store is not None else None)
     if store is not None and (found := store.get(key)) is not None:
         hit = _open(found)
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
@@ -75,14 +85,15 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     job = (cfg, tokenizer, fmt, block_length, context_length, boundaries, workers, chunk)
     if store is None:
         rows: list[PackedRow] = []
-        data = _prepare_stream(*job, emit=rows.append)
+        with tempfile.TemporaryDirectory(prefix="prepare-") as scratch:
+            data = _prepare_stream(*job, emit=rows.append, scratch=Path(scratch))
         data.rows, data.cache = rows, "off"
         return data
     made = {}
 
     def write(folder: Path) -> None:  # rows go straight into the entry's arrays as they are packed
         writer = RowWriter(folder, len(tokenizer), block_length)
-        made["data"] = data = _prepare_stream(*job, emit=writer.add)
+        made["data"] = data = _prepare_stream(*job, emit=writer.add, scratch=folder)
         writer.close()
         data.rows = PreparedRows(folder)  # so the summary counts them
         write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})
@@ -96,37 +107,78 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
 
 
 def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-                    boundaries: list[int], workers: int, chunk: int, emit) -> PreparedData:
-    """Load, shuffle, render (in workers), take the budget and pack, one example at a time: each
-    packed row goes to `emit` as it fills, so memory holds the source's text and one chunk in flight,
-    never the whole set's token lists. Returns the counts (rows empty)."""
-    conversations, report = load_source(cfg.source)
-    log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept, report.dropped)
-    reached("prepare:loaded")
-    split = {"conversations_split": 0, "pieces_over_context": 0}
+                    boundaries: list[int], workers: int, chunk: int, emit, scratch: Path) -> PreparedData:
+    """Two passes over one set of `workers` processes. (1) Read the source a block at a time; the
+    workers parse and clean batches of records, and each kept conversation is appended, pickled, to
+    a scratch file in `scratch` (removed at the end), its offset kept: 8 bytes a conversation are
+    what this process holds of the source. (2) One seeded shuffle of those offsets; the workers read
+    and render the conversations `chunk` at a time in that order, and each example is budgeted and
+    packed as it comes; each packed row goes to `emit` as it fills. Deduplication, counting, the
+    budget and the packing happen here, in order, so the bytes are the same for any number of
+    workers and any chunk. Returns the counts (rows empty)."""
+    spill = scratch / ".conversations.pickles"
+    offsets = array("q", [0])  # conversation i is spill bytes [offsets[i], offsets[i + 1])
+    job = (tokenizer, fmt, context_length, cfg.source.clean.split_long, spill)
+    if workers > 1 and _converts_html(cfg.source):
+        import markdownify  # noqa: F401  imported once before the fork, not once in every worker
+    try:
+        with _workers(workers, job) as run, contextlib.ExitStack() as stack:
+            with open(spill, "wb") as out:
+                def keep(blob: bytes) -> None:
+                    reached("prepare:cleaning")  # the workers are cleaning, the scratch file half-written
+                    out.write(blob)
+                    offsets.append(offsets[-1] + len(blob))
 
-    def examples(order: list[Conversation]) -> Iterator[Rendered]:
-        with contextlib.closing(rendered_in_order(order, (tokenizer, fmt, context_length, cfg.source.clean.split_long),
-                                                  workers, chunk)) as results:
-            for pieces, was_split, over in results:
-                split["conversations_split"] += was_split
-                split["pieces_over_context"] += over
-                yield from pieces
+                report = scan_source(cfg.source, keep, run, serialize=True)
+            log.info("loaded %s: read %d, kept %d, dropped %s", cfg.source.name, report.read, report.kept,
+                     report.dropped)
+            reached("prepare:loaded")
+            split = {"conversations_split": 0, "pieces_over_context": 0}
+            order = list(range(len(offsets) - 1))
+            random.Random(cfg.shuffle_seed).shuffle(order)  # the permutation budget.shuffled makes
+            bar = stack.enter_context(contextlib.closing(progress(None, "prepare", total=len(order), unit="conv")))
 
+            def tasks() -> Iterator[tuple[list[tuple[int, int]], bool]]:
+                for start in range(0, len(order), chunk):
+                    yield [(offsets[i], offsets[i + 1] - offsets[i]) for i in order[start:start + chunk]], workers > 1
+
+            def examples() -> Iterator[Rendered]:
+                with contextlib.closing(run(render_batch, tasks())) as results:
+                    for batch in results:
+                        reached("prepare:rendering")  # the workers are running (where a test kills the prepare)
+                        for pieces, was_split, over in batch:
+                            split["conversations_split"] += was_split
+                            split["pieces_over_context"] += over
+                            bar.update()
+                            for piece in pieces:
+                                yield expand(piece)
+
+            return _budget_and_pack(cfg, fmt, block_length, boundaries, examples(), emit, report, split)
+    finally:
+        spill.unlink(missing_ok=True)
+
+
+def _converts_html(cfg: DataSourceConfig) -> bool:
+    if cfg.format == "mix":
+        return any(_converts_html(source_config_by_name(part.source)) for part in cfg.mix)
+    return cfg.clean.html_to_markdown
+
+
+def _budget_and_pack(cfg: DataConfig, fmt: ChatFormat, block_length: int, boundaries: list[int],
+                     rendered: Iterator[Rendered], emit, report, split: dict) -> PreparedData:
     counts = {"tokens": 0, "loss": 0}
     prefixes: list[tuple[int, int]] = []  # (row tokens, loss tokens) before each boundary
 
     def count_and_emit(row: PackedRow) -> None:
         counts["tokens"] += len(row.input_ids)
-        counts["loss"] += sum(label != IGNORE for label in row.labels)
+        counts["loss"] += len(row.labels) - row.labels.count(IGNORE)
         emit(row)
 
     packer = StreamPacker(block_length, count_and_emit, boundaries,
                           on_boundary=lambda: prefixes.append((counts["tokens"], counts["loss"])))
     starts_below = [0] * len(boundaries)  # examples that start before each boundary
     examples_taken = total = 0
-    for example in iter_budget(examples(shuffled(conversations, cfg.shuffle_seed)), cfg.amount,
-                               source=f"data source '{cfg.source.name}'"):
+    for example in iter_budget(rendered, cfg.amount, source=f"data source '{cfg.source.name}'"):
         for i, boundary in enumerate(boundaries):
             starts_below[i] += total < boundary
         examples_taken += 1
@@ -150,13 +202,14 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
 
 # --- rendering, in worker processes ------------------------------------------------------------
 
-_JOB: tuple | None = None  # (tokenizer, fmt, context_length, split_long): set before the workers fork
+_JOB: tuple | None = None  # (tokenizer, fmt, context_length, split_long, spill path): set before the workers fork
+_SPILL_FD: list[int] = []  # this process's handle on the spill, opened at its first read
 
 
 def render_conversation(conv: Conversation) -> tuple[list[Rendered], bool, int]:
     """(its examples: the whole conversation, or its pieces split at turns when longer than the
     context; whether it was split; how many pieces are still over the context)."""
-    tokenizer, fmt, context_length, split_long = _JOB
+    tokenizer, fmt, context_length, split_long, _ = _JOB
     try:
         whole = render(conv.messages, tokenizer, fmt)
         if len(whole.input_ids) <= context_length or not split_long:
@@ -169,48 +222,122 @@ def render_conversation(conv: Conversation) -> tuple[list[Rendered], bool, int]:
         raise TemplateError(f"{conv.origin}: {err}") from err
 
 
-def rendered_in_order(order: list[Conversation], job: tuple, workers: int, chunk: int
-                      ) -> Iterator[tuple[list[Rendered], bool, int]]:
-    """render_conversation over `order`, in order; with workers > 1 over a pool of forked processes
-    (they inherit the tokenizer and the conversations), which is stopped once the budget is full."""
+def render_batch(task: tuple[list[tuple[int, int]], bool]) -> list[tuple[list, bool, int]]:
+    """render_conversation over conversations read from the spill at (offset, length); with
+    `compact` (results that cross a pipe), each example as packed arrays (see expand)."""
+    locations, compact = task
+    if not _SPILL_FD:
+        _SPILL_FD.append(os.open(_JOB[4], os.O_RDONLY))
+    out = []
+    for offset, length in locations:
+        pieces, was_split, over = render_conversation(pickle.loads(os.pread(_SPILL_FD[0], length, offset)))
+        out.append(([_compact(piece) for piece in pieces] if compact else pieces, was_split, over))
+    return out
+
+
+def _compact(example: Rendered) -> Rendered | tuple[np.ndarray, np.ndarray]:
+    """An example as (ids, loss mask) arrays: pickling a list of ints costs ~10x an array's bytes,
+    and a label is always its own token or IGNORE (kept as a Rendered when it is not)."""
+    ids = np.array(example.input_ids, dtype=np.int64)
+    labels = np.array(example.labels, dtype=np.int64)
+    mask = labels != IGNORE
+    if not np.array_equal(labels[mask], ids[mask]):
+        return example
+    return ids.astype(np.uint32 if len(ids) and ids.max() >= 1 << 31 else np.int32), mask
+
+
+def expand(example) -> Rendered:
+    if isinstance(example, Rendered):
+        return example
+    ids, mask = example
+    return Rendered(ids.tolist(), np.where(mask, ids, IGNORE).tolist())
+
+
+@contextlib.contextmanager
+def _workers(workers: int, job: tuple) -> Iterator:
+    """`run(fn, tasks)`: fn over tasks, results in order; with workers > 1 over a pool of forked
+    processes (they inherit the tokenizer), at most a few tasks ahead of what has been consumed, so
+    memory holds a bounded window of the source, never all of it. The pool is stopped on leaving
+    (once the budget is full, say)."""
     global _JOB
     _JOB = job
-    bar = progress(None, "prepare", total=len(order), unit="conv")
     try:
         if workers <= 1:
-            for conv in order:
-                yield render_conversation(conv)
-                bar.update()
+            yield in_process
             return
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust tokenizer's threads and fork
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for result in pool.imap(render_conversation, order, chunksize=chunk):
-                reached("prepare:rendering")  # the workers are running (where a test kills the prepare)
-                yield result
-                bar.update()
+            yield lambda fn, tasks: _ordered(pool, fn, tasks, window=4 * workers)
     finally:
-        bar.close()
         _JOB = None
+        while _SPILL_FD:
+            os.close(_SPILL_FD.pop())
+
+
+def _ordered(pool, fn, tasks: Iterable, window: int) -> Iterator:
+    pending: collections.deque = collections.deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 # --- cache -----------------------------------------------------------------------------------------
 
 
-def source_fingerprint(cfg: DataSourceConfig) -> dict:
-    """What the source's content is: file hashes for local files and folders, the id for hub datasets."""
+def source_fingerprint(cfg: DataSourceConfig, memo: Path | None = None) -> dict:
+    """What the source's content is: file hashes for local files and folders, the id for hub
+    datasets. With `memo` (a folder beside the cache), a file's hash is remembered with its stat."""
     if cfg.format == "mix":
-        return {part.source: source_fingerprint(source_config_by_name(part.source)) for part in cfg.mix}
+        return {part.source: source_fingerprint(source_config_by_name(part.source), memo) for part in cfg.mix}
     path = resolve_path(cfg.path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.exists() else []
     if not files:
         return {"id": cfg.path, "split": cfg.split}
+    return {"sha256": content_hash(path, files, memo)}
+
+
+SETTLED_NS = 2_000_000_000  # a file changed this recently is hashed again (coarse timestamps)
+
+
+def content_hash(path: Path, files: list[Path], memo: Path | None) -> str:
+    """sha256 over the files' names and bytes, read a block at a time (880 MB of source is ~2 s).
+
+    The memo is a trade-off: a file whose size, mtime, ctime, inode and device are all unchanged is
+    taken to hold the same bytes, so a cache hit costs a stat, not a read. Tools can set mtime back
+    (touch -d, cp -p, rsync -t), but not ctime, which any write moves; what this misses is a rewrite
+    within one tick of a coarse filesystem clock, so a file changed within SETTLED_NS of being hashed
+    is never remembered (as git treats a racily clean index). Delete <cache>/prepared/.hashes to
+    distrust every memo; without a cache (cache_dir unset) nothing is remembered."""
+    def stats() -> list[list]:
+        out = []
+        for file in files:
+            st = file.stat()
+            out.append([str(file.relative_to(path.parent)), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+                        st.st_dev])
+        return out
+
+    note = memo / f"{Store.key(str(path))}.json" if memo is not None else None
+    before = stats() if note is not None else None
+    if note is not None:
+        with contextlib.suppress(OSError, ValueError):
+            known = json.loads(note.read_text())
+            if known.get("path") == str(path) and known.get("files") == before:
+                return known["sha256"]
     digest = hashlib.sha256()
     for file in files:
         digest.update(str(file.relative_to(path.parent)).encode())
         with open(file, "rb") as handle:
             for block in iter(lambda h=handle: h.read(1 << 20), b""):
                 digest.update(block)
-    return {"sha256": digest.hexdigest()}
+    sha = digest.hexdigest()
+    settled = before is not None and all(time.time_ns() - max(f[2], f[3]) > SETTLED_NS for f in before)
+    if note is not None and settled and stats() == before:  # unchanged while it was read
+        with contextlib.suppress(OSError):
+            write_memo(note, {"path": str(path), "files": before, "sha256": sha})
+    return sha
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -221,10 +348,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-              boundaries: list[int] = ()) -> str:
+              boundaries: list[int] = (), memo: Path | None = None) -> str:
     source = dataclasses.asdict(cfg.source)
     source.pop("description", None)
-    return Store.key({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source),
+    return Store.key({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source, memo),
                       "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed,
                       "tokenizer": tokenizer_fingerprint(tokenizer), "template": fmt.name,
                       "block_length": block_length, "context_length": context_length,

@@ -1,5 +1,5 @@
 """`python -m src.data prepare`: prepare and cache the data a grid's cells will ask for, and say what
-it cost (tokens, rows, fill, seconds, peak memory). The cells then hit the cache: the same key as
+it cost (tokens, rows, fill, seconds and CPU seconds, peak memory). The cells then hit the cache: the same key as
 training computes (src/training/recipe.py prepare_for), from the same model, recipe and budgets.
 
     python -m src.data prepare --source sharegpt_mix --model llama7b --amounts 300K,20M,150M \\
@@ -39,6 +39,12 @@ def peak_rss_mb() -> tuple[float, float]:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the prepare's workers)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m src.data prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,16 +81,16 @@ def main(argv: list[str]) -> None:
     fmt = chat_format(tokenizer, model.chat_template)
     block = min(args.block_length or recipe.block_length, model.context_length)
     for amount, boundaries in budgets(amounts, milestones, args.mode):
-        clock = time.perf_counter()
+        clock, cpu = time.perf_counter(), cpu_seconds()
         try:
             data = prepare(DataConfig(source=source, amount=amount, shuffle_seed=args.seed), tokenizer, fmt, block,
                            model.context_length, args.cache_dir, boundaries, workers=args.workers)
         except (DataError, BudgetError) as err:
             raise SystemExit(f"error: {err}") from None
-        seconds = time.perf_counter() - clock
+        seconds, cpu = time.perf_counter() - clock, cpu_seconds() - cpu
         own, child = peak_rss_mb()
         print(f"{source.name} {format_amount(amount)} for {model.name} (rows of {block}"
               f"{', boundaries ' + ','.join(format_amount(b) for b in boundaries) if boundaries else ''}): "
               f"{data.total_tokens:,} tokens, {data.loss_tokens:,} loss-bearing, {len(data.rows):,} rows, "
-              f"fill {data.packing_efficiency:.3f}, {seconds:.1f} s, cache {data.cache}, "
+              f"fill {data.packing_efficiency:.3f}, {seconds:.2f} s (cpu {cpu:.1f} s), cache {data.cache}, "
               f"peak memory {own:.0f} MB (workers {child:.0f} MB)", flush=True)

@@ -70,7 +70,7 @@ def test_cache_hit_tokenizes_nothing_and_returns_the_same_rows(tokenizer, tmp_pa
         raise AssertionError("tokenized on a cache hit")
 
     monkeypatch.setattr(prepare_module, "render", boom)
-    monkeypatch.setattr(prepare_module, "load_source", boom)
+    monkeypatch.setattr(prepare_module, "scan_source", boom)
     hot = prepare(cfg, tokenizer, fmt, 128, 2048, cache_dir=str(tmp_path))
     assert hot.cache == "hit"
     assert [r.input_ids for r in hot.rows] == [r.input_ids for r in cold.rows]

@@ -1,11 +1,14 @@
 """Parallel prepare: the same bytes for any number of workers and any chunking, budgets still nested
-prefixes, `python -m src.data prepare`, and a prepare killed with SIGKILL mid-way."""
+prefixes, `python -m src.data prepare`, and a prepare killed with SIGKILL mid-way (while its workers
+clean the source into the scratch file, and while they render)."""
 
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from src import PROJECT_ROOT
 from src.config import DataConfig
@@ -71,19 +74,23 @@ def test_bad_source_is_one_line_naming_the_file_and_line(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bad}:2: invalid JSON")
     prepared = tmp_path / "c" / "prepared"
-    assert not prepared.exists() or [p.name for p in prepared.iterdir()] == [".locks"]  # nothing half-written
+    # nothing half-written: the locks, perhaps the source's remembered hash, no entry, no temporary folder
+    assert not prepared.exists() or {p.name for p in prepared.iterdir()} <= {".locks", ".hashes"}
 
 
-def test_kill_9_during_a_parallel_prepare_then_rerun_gives_one_complete_entry(tmp_path):
+@pytest.mark.parametrize("stage", ["prepare:cleaning", "prepare:rendering"])
+def test_kill_9_during_a_parallel_prepare_then_rerun_gives_one_complete_entry(stage, tmp_path):
     def command(workers, cache):
         return [sys.executable, "-m", "src.data", "prepare", "--source", "demo", "--model", "tiny",
                 "--amounts", "20K", "--workers", str(workers), "--cache-dir", _cache(tmp_path / cache)]
 
     proc = subprocess.Popen(command(2, "cache"), cwd=PROJECT_ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**ENV, "IMITATION_GAP_PAUSE_AT": "prepare:rendering"})
+                            env={**ENV, "IMITATION_GAP_PAUSE_AT": stage})
     for line in proc.stderr:
-        if "paused at stage prepare:rendering" in line:
+        if f"paused at stage {stage}" in line:
             break
+    else:
+        raise AssertionError(f"the prepare never reached {stage}")
     os.killpg(proc.pid, signal.SIGKILL)  # the command and its worker processes, as a killed job
     proc.wait(timeout=60)
     prepared = tmp_path / "cache" / "prepared"

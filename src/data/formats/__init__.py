@@ -1,7 +1,9 @@
 """Upstream data formats, one module each, in a registry keyed by the data source's `format`.
 
 A format reads records (with their origin, file:line, for error messages) and parses one record into
-zero or more Conversations; a record it cannot parse raises FormatError with a reason.
+zero or more Conversations; a record it cannot parse raises FormatError with a reason. `read_raw`, where
+a format has it, yields each record's JSON text unparsed (records.decode parses it), so that prepare
+parses and cleans in its worker processes rather than in the one that reads.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from src.config import DataSourceConfig
 from src.data.conversation import Conversation
 from src.data.formats import discord, hc3, hub, koala, messages, nq, sharegpt
-from src.data.formats.records import FormatError, read_records
+from src.data.formats.records import FormatError, read_raw_records, read_records
 
 __all__ = ["FORMATS", "Format", "FormatError"]
 
@@ -23,6 +25,11 @@ class Format:
     parse: Callable[[object, str, DataSourceConfig], list[Conversation]]
     trainable: bool = True  # False: prompts only (judge and human-rating sets)
     html: bool = False  # raw dumps of this format hold HTML
+    read_raw: Callable[[DataSourceConfig], Iterator[tuple[str, object]]] | None = None  # None: `read`
+
+
+def _raw_file(cfg: DataSourceConfig):
+    return read_raw_records(cfg.path)
 
 
 def _file(cfg: DataSourceConfig):
@@ -30,11 +37,11 @@ def _file(cfg: DataSourceConfig):
 
 
 FORMATS: dict[str, Format] = {
-    "sharegpt": Format(_file, sharegpt.parse, html=True),
-    "hc3": Format(hc3.read, hc3.parse),
-    "discord": Format(_file, discord.parse),
-    "nq_synthetic": Format(_file, nq.parse),
-    "koala_prompts": Format(_file, koala.parse, trainable=False),
-    "messages": Format(_file, messages.parse),
+    "sharegpt": Format(_file, sharegpt.parse, html=True, read_raw=_raw_file),
+    "hc3": Format(hc3.read, hc3.parse, read_raw=hc3.read_raw),
+    "discord": Format(_file, discord.parse, read_raw=_raw_file),
+    "nq_synthetic": Format(_file, nq.parse, read_raw=_raw_file),
+    "koala_prompts": Format(_file, koala.parse, trainable=False, read_raw=_raw_file),
+    "messages": Format(_file, messages.parse, read_raw=_raw_file),
     "hub": Format(hub.read, hub.parse),
 }

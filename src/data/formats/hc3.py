@@ -10,23 +10,34 @@ from collections.abc import Iterator
 from src import resolve_path
 from src.config import DataSourceConfig
 from src.data.conversation import Conversation, Message
-from src.data.formats.records import DataError, read_path, require
+from src.data.formats.records import DataError, read_path, read_raw_path, require
 
 SUBSETS = ("all", "reddit_eli5", "open_qa", "wiki_csai", "medicine", "finance")
 
 
-def read(cfg: DataSourceConfig) -> Iterator[tuple[str, object]]:
+def files(cfg: DataSourceConfig) -> list:
     root = resolve_path(cfg.path)
     if root.is_file():
-        yield from read_path(root)
-        return
+        return [root]
+    paths = []
     for subset in cfg.subsets or ["all"]:
         if subset not in SUBSETS:
             raise DataError(f"data.source.subsets: unknown HC3 subset {subset!r} (known: {', '.join(SUBSETS)})")
         path = root / f"{subset}.jsonl"
         if not path.exists():
             raise DataError(f"data.source.path: {path} does not exist (HC3 subset '{subset}')")
+        paths.append(path)
+    return paths
+
+
+def read(cfg: DataSourceConfig) -> Iterator[tuple[str, object]]:
+    for path in files(cfg):
         yield from read_path(path)
+
+
+def read_raw(cfg: DataSourceConfig) -> Iterator[tuple[str, object]]:
+    for path in files(cfg):
+        yield from read_raw_path(path)
 
 
 def parse(record: object, origin: str, cfg: DataSourceConfig | None = None) -> list[Conversation]:
