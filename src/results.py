@@ -114,7 +114,10 @@ class Results:
 
     def summary(self) -> dict[str, float]:
         """What W&B's run summary shows: every metric under its stable key, and the token counts."""
-        return {**self.metrics, "tokens/total": self.tokens.total, "tokens/loss_bearing": self.tokens.loss_bearing}
+        out = {**self.metrics, "tokens/total": self.tokens.total, "tokens/loss_bearing": self.tokens.loss_bearing}
+        if self.tokens.pretrain:  # data.pretrain_mix
+            out["tokens/pretrain"] = self.tokens.pretrain
+        return out
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:

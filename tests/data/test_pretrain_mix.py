@@ -231,3 +231,11 @@ def test_the_toy_corpus_source_resolves_with_the_runs_seed_and_cache():
                       "data.pretrain_mix.share=0.25"])
     assert cfg.data.pretrain_mix.source == "toy_corpus"
     assert cfg.data.pretrain_mix.resolved.path == "/tmp/c/toyworld/data/seed_2/toy_corpus.jsonl"
+
+
+def test_plan_counts_the_pre_training_tokens_too(tmp_path):
+    from src.plan import cell_cost
+
+    args = [*SMOKE, "data.pretrain_mix.source=demo_text", f"store_dir={tmp_path}"]
+    assert cell_cost(run_config(args)).tokens == 500
+    assert cell_cost(run_config([*args, "data.pretrain_mix.share=0.5"])).tokens == 1000
