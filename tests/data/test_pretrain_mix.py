@@ -239,3 +239,25 @@ def test_plan_counts_the_pre_training_tokens_too(tmp_path):
     args = [*SMOKE, "data.pretrain_mix.source=demo_text", f"store_dir={tmp_path}"]
     assert cell_cost(run_config(args)).tokens == 500
     assert cell_cost(run_config([*args, "data.pretrain_mix.share=0.5"])).tokens == 1000
+
+
+def test_milestone_checkpoints_with_the_mix_equal_separate_runs(tmp_path, tokenizer):
+    """Milestone mode stays exact with the mix: the run over 600 imitation tokens saves at 300 the
+    model a plain run on 300 (and its 100 text tokens) gives."""
+    import torch
+
+    from src.models.load import load_checkpoint
+    from tests.training.test_milestones import cell, flat, trained
+
+    mix = ["data.pretrain_mix.source=demo_text", "data.pretrain_mix.share=0.25"]
+    milestone = cell(tmp_path, 300, "train.mode=milestone", "train.milestones=[300,600]", *mix)
+    first = trained(milestone, tokenizer)
+    assert first.record.data["total_tokens"] == 300 and first.record.data["pretrain"]["tokens"] == 100
+    record = json.loads((milestone.at_amount(600).dir / "train.json").read_text())
+    assert record["data"]["total_tokens"] == 600 and record["data"]["pretrain"]["tokens"] == 200
+    assert record["train"]["tokens_seen"] == 800  # imitation and text: what the model saw
+    alone = trained(cell(tmp_path / "plain", 300, *mix), tokenizer, keep_model=True)
+    at_300 = load_checkpoint(milestone.checkpoint, "float32", torch.device("cpu"))
+    assert torch.allclose(flat(alone.weights.module), flat(at_300), atol=1e-6)
+    without = trained(cell(tmp_path / "off", 300), tokenizer, keep_model=True)
+    assert not torch.allclose(flat(without.weights.module), flat(at_300), atol=1e-4)  # the text did train
