@@ -23,6 +23,7 @@ def test_the_finding_holds_only_when_both_cloze_and_qa_are_kept():
     plain, mixed = findings(rows(cloze_mixed=0.95, qa_mixed=0.6))
     assert plain.holds and "loses" in plain.text and "0.50 at 12K" in plain.text
     assert mixed.name == "share_0.25_keeps_knowledge_and_qa" and mixed.holds
+    assert "Cloze above share 0's in 6 of 6 (seed, amount) pairs." in mixed.text
     assert not findings(rows(cloze_mixed=CLOZE_KEPT - 0.01, qa_mixed=0.6))[1].holds  # the bar is >= 0.9
     assert findings(rows(cloze_mixed=CLOZE_KEPT, qa_mixed=0.6))[1].holds
     qa_lost = findings(rows(cloze_mixed=0.95, qa_mixed=0.6 - QA_LOSS_MAX - 0.01))[1]
