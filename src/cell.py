@@ -44,6 +44,7 @@ import src.plugins  # noqa: F401  every plug-in registered: a toy model's run_id
 from src import resolve_path
 from src.benchmarks import requested_settings
 from src.config import RunConfig
+from src.data import pretrain_mix
 from src.io import OutputError
 from src.models.sources import model_identity
 from src.results import Results, TrainingRecord
@@ -59,6 +60,11 @@ def run_id(cfg: RunConfig) -> str:
     semantic = {"model": model_identity(cfg.model), "data": dataclasses.asdict(cfg.data),
                 "train": dataclasses.asdict(cfg.train), "seed": cfg.seed}
     semantic["data"]["source"].pop("description", None)
+    # data.pretrain_mix: in the id only when it mixes something in, so ids made before it existed
+    # (and cells with share 0, which train on the same rows) stay the same
+    semantic["data"].pop("pretrain_mix", None)
+    if (mix := pretrain_mix.identity(cfg.data)) is not None:
+        semantic["data"]["pretrain_mix"] = mix
     # how the same computation is carried out, not what it computes: the nodes a cell's processes are
     # spread over (tested against one process), the attention kernel, the cross-entropy's chunking and
     # torch.compile (each tested equal to the plain path within rounding; results.json records which

@@ -144,15 +144,75 @@ class DataSourceConfig:
             raise ConfigError("data.source.clean.min_ascii_letters must be within [0, 1]")
 
 
+# --- pre-training text mixed into imitation (data.pretrain_mix) ---------------------------------
+
+
+@dataclass
+class PretrainMixConfig:
+    """Plain-text documents (a `text` data source) trained alongside the imitation data, loss on every
+    token. `share` is the pre-training share of all the tokens a run trains on: data.amount = A
+    imitation tokens adds floor(A * share / (1 - share)) pre-training tokens, spread evenly over the
+    run (src/data/pretrain_mix.py). Off when source is null or share is 0 (and then not in the run_id)."""
+
+    source: str | None = None  # a conf/data_source name whose format is `text`
+    share: float = 0.0  # within [0, 1)
+    # conf/data_source/<source>.yaml, resolved against the run's cache_dir and seed by RunConfig.from_dict
+    # (filled by validation; not a setting)
+    resolved: DataSourceConfig | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.source is not None and self.share > 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.share < 1.0:
+            raise ConfigError(f"data.pretrain_mix.share: {self.share} must be within [0, 1) "
+                              "(the pre-training share of all training tokens)")
+        if self.share > 0 and self.source is None:
+            raise ConfigError(f"data.pretrain_mix.share={self.share} needs data.pretrain_mix.source "
+                              "(a data source of format text, e.g. toy_corpus or demo_text)")
+        if self.source is not None and not (_data_sources_dir() / f"{self.source}.yaml").exists():
+            known = sorted(p.stem for p in _data_sources_dir().glob("*.yaml"))
+            raise ConfigError(f"data.pretrain_mix.source: unknown data source {self.source!r} "
+                              f"(known: {', '.join(known)})")
+
+    def resolve(self, context: dict[str, Any]) -> None:
+        """Load the source's config with the run's interpolations (${cache_dir}, ${seed})."""
+        if self.source is None:
+            self.resolved = None
+            return
+        from omegaconf import OmegaConf
+
+        raw = OmegaConf.create({**context, "_source": OmegaConf.load(_data_sources_dir() / f"{self.source}.yaml")})
+        source = OmegaConf.to_container(raw, resolve=True)["_source"]
+        self.resolved = _build(DataSourceConfig, source, "data.pretrain_mix.source")
+        self.resolved.validate()
+        if self.resolved.format != "text":
+            raise ConfigError(f"data.pretrain_mix.source: data source {self.source!r} has format "
+                              f"{self.resolved.format!r}; pre-training text needs format text (JSONL {{\"text\"}} "
+                              "or a folder of .txt files)")
+
+
+def _data_sources_dir():
+    from src import PROJECT_ROOT
+
+    return PROJECT_ROOT / "conf" / "data_source"
+
+
+# ----------------------------------------------------------------------------------------------
+
+
 @dataclass
 class DataConfig:
     source: DataSourceConfig
     amount: Any = None  # tokens of formatted conversations; 0 = the base model, untrained; None = all
     shuffle_seed: int = 0  # one shuffle; every budget is a prefix of it, so budgets nest
+    pretrain_mix: PretrainMixConfig = field(default_factory=PretrainMixConfig)  # pre-training text (above)
 
     def validate(self) -> None:
         self.amount = parse_amount(self.amount)
         self.source.validate()
+        self.pretrain_mix.validate()
 
 
 @dataclass
@@ -283,6 +343,7 @@ class RunConfig:
         cfg = _build(cls, raw, "")
         cfg.model.validate()
         cfg.data.validate()
+        cfg.data.pretrain_mix.resolve({"cache_dir": cfg.cache_dir, "seed": cfg.seed})  # data.pretrain_mix
         cfg.train.validate()
         cfg.tracker.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
@@ -297,7 +358,12 @@ class RunConfig:
         return cfg
 
     def cell_name(self) -> str:
-        return f"{self.model.name}/{self.data.source.name}/{format_amount(self.data.amount)}"
+        return f"{self.model.name}/{self.source_label()}/{format_amount(self.data.amount)}"
+
+    def source_label(self) -> str:
+        """The data source, with the pre-training text mixed in when there is any: `toy_local+toy_corpus@0.25`."""
+        mix = self.data.pretrain_mix
+        return f"{self.data.source.name}+{mix.source}@{mix.share:g}" if mix.active else self.data.source.name
 
 
 # ----------------------------------------------------------------------------------------------

@@ -108,13 +108,22 @@ def make_results(cell: Cell, trained: Trained, scores: Scores, backend: Backend,
     data = record.data if record else None
     return Results(
         run_id=cell.run_id, cell=cell.name, sweep=cfg.sweep, experiment=cfg.experiment_name,
-        axes=Axes(cfg.model.name, cfg.data.source.name, cfg.data.amount, format_amount(cfg.data.amount), cfg.seed),
-        tokens=Tokens(data["total_tokens"] if data else 0, data["loss_tokens"] if data else 0),
+        axes=Axes(cfg.model.name, cfg.source_label(), cfg.data.amount, format_amount(cfg.data.amount), cfg.seed),
+        tokens=tokens_of(data),
         model_parameters=backend.n_parameters, eval_backend=cfg.eval_backend,
         mode=record.mode if record else "base_model", trained_by=record.trained_by if record else None,
         metrics=scores.metrics, benchmarks=scores.benchmarks, data=data, train=record.train if record else None,
         timings_s={k: round(v, 2) for k, v in {**trained.timings, **scores.timings}.items()},
         device=str(device), versions=library_versions(), config=resolved)
+
+
+def tokens_of(data: dict | None) -> Tokens:
+    """Imitation tokens, and the pre-training text mixed in (data.pretrain_mix), of a cell's data."""
+    if not data:
+        return Tokens(0, 0)
+    text = data.get("pretrain") or {}
+    return Tokens(data["total_tokens"], data["loss_tokens"], pretrain=text.get("tokens", 0),
+                  pretrain_loss_bearing=text.get("loss_tokens", 0), pretrain_source=text.get("source"))
 
 
 def library_versions() -> dict[str, str]:

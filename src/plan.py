@@ -134,6 +134,11 @@ def cell_cost(cfg: RunConfig) -> CellCost:
     steps = None
     if tokens is not None:
         increments = [m for m in cfg.train.milestones if m < tokens] + [tokens]
+        if cfg.data.pretrain_mix.active:  # data.pretrain_mix: its text is trained on too (src/data/pretrain_mix.py)
+            from src.data.pretrain_mix import pretrain_tokens
+
+            increments = [m + pretrain_tokens(m, cfg.data.pretrain_mix.share) for m in increments]
+            tokens = increments[-1]
         edges = [0, *increments]
         rows = sum(math.ceil((b - a) / block) for a, b in zip(edges, edges[1:], strict=False))  # each increment packs alone
         steps = math.ceil(rows / cfg.train.rows_per_step) * cfg.train.epochs

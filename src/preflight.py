@@ -84,6 +84,8 @@ def check_config(cfg: RunConfig) -> list[Missing]:
     problems = list(check_model(cfg.model))
     if cfg.data.amount != 0:  # the base-model cell reads no imitation data
         problems += check_source(cfg.data.source, present)
+        if cfg.data.pretrain_mix.active:
+            problems += check_source(cfg.data.pretrain_mix.resolved, present, "data.pretrain_mix.source")
     problems += check_benchmarks(cfg.benchmark, present)
     return problems
 

@@ -31,9 +31,14 @@ class Axes:
 
 @dataclass
 class Tokens:
-    total: int
-    loss_bearing: int
+    total: int  # imitation tokens (what data.amount counts)
+    loss_bearing: int  # of those, the ones that carry a label
     definition: str = TOKENS_DEFINITION
+    # data.pretrain_mix: pre-training text tokens trained on besides (0: none; a file written before
+    # the mix existed reads as 0), their loss-bearing tokens, and the source they came from
+    pretrain: int = 0
+    pretrain_loss_bearing: int = 0
+    pretrain_source: str | None = None
 
 
 @dataclass
@@ -109,7 +114,10 @@ class Results:
 
     def summary(self) -> dict[str, float]:
         """What W&B's run summary shows: every metric under its stable key, and the token counts."""
-        return {**self.metrics, "tokens/total": self.tokens.total, "tokens/loss_bearing": self.tokens.loss_bearing}
+        out = {**self.metrics, "tokens/total": self.tokens.total, "tokens/loss_bearing": self.tokens.loss_bearing}
+        if self.tokens.pretrain:  # data.pretrain_mix
+            out["tokens/pretrain"] = self.tokens.pretrain
+        return out
 
 
 def _known(cls: type, raw: dict[str, Any]) -> dict[str, Any]:

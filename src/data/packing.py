@@ -88,6 +88,7 @@ class StreamPacker:
         self.rows = 0
         self.total = 0
         self.ends: list[int] = []
+        self.loss_placed = 0  # labelled tokens placed so far (prepare counts a pre-training mix's with it)
 
     def add(self, example: Rendered) -> None:
         start = 0
@@ -111,6 +112,7 @@ class StreamPacker:
             piece_ids = input_ids[start:start + room]
             piece_labels = list(labels[start:start + room])
             piece_labels[0] = IGNORE  # nothing in its own example predicts a piece's first token
+            self.loss_placed += sum(label != IGNORE for label in piece_labels)
             segment = self.row.segment_ids[-1] + 1 if self.row.segment_ids else 0
             self.row.input_ids += piece_ids
             self.row.labels += piece_labels

@@ -34,6 +34,7 @@ from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
 from src.data.packing import PackedRow, StreamPacker, pack  # noqa: F401  pack: what prepare's rows are
 from src.data.prepared import PreparedRows, RowWriter
+from src.data.pretrain_mix import Mix, Rest, TextPiece, cache_part
 from src.data.sources import in_process, scan_source, source_config_by_name
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, render
 from src.io import write_json_atomic
@@ -59,11 +60,14 @@ class PreparedData:
     cache: str = "miss"  # hit | miss | off
     # with budget boundaries (milestone mode): per boundary, the summary a run on that budget has
     milestones: list[dict] = field(default_factory=list)
+    # data.pretrain_mix (src/data/pretrain_mix.py): its source, share, tokens and loss tokens; {} when off
+    pretrain: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"examples": self.examples, "total_tokens": self.total_tokens, "loss_tokens": self.loss_tokens,
-                "rows": len(self.rows), "packing_efficiency": round(self.packing_efficiency, 4),
-                "template": self.template, "load": self.load_report, "split": self.split, "cache": self.cache}
+        out = {"examples": self.examples, "total_tokens": self.total_tokens, "loss_tokens": self.loss_tokens,
+               "rows": len(self.rows), "packing_efficiency": round(self.packing_efficiency, 4),
+               "template": self.template, "load": self.load_report, "split": self.split, "cache": self.cache}
+        return out | ({"pretrain": self.pretrain} if self.pretrain else {})
 
 
 def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
@@ -153,7 +157,7 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
                             for piece in pieces:
                                 yield expand(piece)
 
-            return _budget_and_pack(cfg, fmt, block_length, boundaries, examples(), emit, report, split)
+            return _budget_and_pack(cfg, tokenizer, fmt, block_length, boundaries, examples(), emit, report, split)
     finally:
         spill.unlink(missing_ok=True)
 
@@ -164,36 +168,61 @@ def _converts_html(cfg: DataSourceConfig) -> bool:
     return cfg.clean.html_to_markdown
 
 
-def _budget_and_pack(cfg: DataConfig, fmt: ChatFormat, block_length: int, boundaries: list[int],
+def _budget_and_pack(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, boundaries: list[int],
                      rendered: Iterator[Rendered], emit, report, split: dict) -> PreparedData:
     counts = {"tokens": 0, "loss": 0}
     prefixes: list[tuple[int, int]] = []  # (row tokens, loss tokens) before each boundary
+    mix = Mix.of(cfg)  # pre-training text between the examples (None: off)
+    text_prefixes: list[tuple[int, int]] = []  # (its tokens, its loss tokens) before each boundary
 
     def count_and_emit(row: PackedRow) -> None:
         counts["tokens"] += len(row.input_ids)
         counts["loss"] += len(row.labels) - row.labels.count(IGNORE)
         emit(row)
 
-    packer = StreamPacker(block_length, count_and_emit, boundaries,
-                          on_boundary=lambda: prefixes.append((counts["tokens"], counts["loss"])))
+    placing = {"from": None}  # loss_placed when the text piece being packed began (a boundary can end it)
+
+    def at_boundary() -> None:
+        prefixes.append((counts["tokens"], counts["loss"]))
+        if mix:
+            now = packer.loss_placed - placing["from"] if placing["from"] is not None else 0
+            text_prefixes.append((mix.tokens, mix.loss_tokens + now))
+
+    packer = StreamPacker(block_length, count_and_emit, mix.stream_edges(boundaries) if mix else boundaries,
+                          on_boundary=at_boundary)
     starts_below = [0] * len(boundaries)  # examples that start before each boundary
     examples_taken = total = 0
-    for example in iter_budget(rendered, cfg.amount, source=f"data source '{cfg.source.name}'"):
-        for i, boundary in enumerate(boundaries):
-            starts_below[i] += total < boundary
-        examples_taken += 1
+    stream = iter_budget(rendered, cfg.amount, source=f"data source '{cfg.source.name}'")
+    if mix:
+        stream = mix.interleave(stream, tokenizer, cfg.shuffle_seed, boundaries, cfg.amount)
+    for example in stream:
+        if isinstance(example, TextPiece):  # counted apart: data.amount counts imitation tokens only
+            placing["from"] = packer.loss_placed
+            mix.tokens += len(example.input_ids)
+            packer.add(example)
+            mix.loss_tokens += packer.loss_placed - placing["from"]
+            placing["from"] = None
+            continue
+        if not isinstance(example, Rest):  # the rest of an example the mix cut at a boundary is not a new one
+            for i, boundary in enumerate(boundaries):
+                starts_below[i] += total < boundary
+            examples_taken += 1
         total += len(example.input_ids)
         packer.add(example)
     ends = packer.finish()
     while len(prefixes) < len(ends):
-        prefixes.append((counts["tokens"], counts["loss"]))
+        at_boundary()
+    text_loss = mix.loss_tokens if mix else 0
     milestones = [{"amount": amount, "rows": end, "total_tokens": amount, "examples": below, "loss_tokens": loss,
                    "packing_efficiency": round(tokens / (end * block_length) if end else 0.0, 4)}
                   for amount, end, below, (tokens, loss) in zip(boundaries, ends, starts_below, prefixes, strict=True)]
-    data = PreparedData(rows=[], examples=examples_taken, total_tokens=total, loss_tokens=counts["loss"],
+    for record, (text_tokens, text_loss_then) in zip(milestones, text_prefixes, strict=False):  # none when off
+        record["loss_tokens"] -= text_loss_then
+        record["pretrain"] = mix.summary() | {"tokens": text_tokens, "loss_tokens": text_loss_then}
+    data = PreparedData(rows=[], examples=examples_taken, total_tokens=total, loss_tokens=counts["loss"] - text_loss,
                         packing_efficiency=counts["tokens"] / (packer.rows * block_length) if packer.rows else 0.0,
                         template=fmt.name, load_report=report.as_dict(), split=split, cache="miss",
-                        milestones=milestones)
+                        milestones=milestones, pretrain=mix.summary() if mix else {})
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
              cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, packer.rows,
              block_length, data.packing_efficiency)
@@ -355,7 +384,8 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
                       "amount": cfg.amount, "shuffle_seed": cfg.shuffle_seed,
                       "tokenizer": tokenizer_fingerprint(tokenizer), "template": fmt.name,
                       "block_length": block_length, "context_length": context_length,
-                      **({"boundaries": list(boundaries)} if boundaries else {})})
+                      **({"boundaries": list(boundaries)} if boundaries else {}),
+                      **cache_part(cfg, source_fingerprint)})
 
 
 def _open(folder: Path) -> PreparedData:
@@ -363,4 +393,4 @@ def _open(folder: Path) -> PreparedData:
     return PreparedData(rows=PreparedRows(folder), examples=summary["examples"], total_tokens=summary["total_tokens"],
                         loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
                         template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit",
-                        milestones=summary.get("milestones", []))
+                        milestones=summary.get("milestones", []), pretrain=summary.get("pretrain", {}))

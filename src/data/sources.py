@@ -62,6 +62,9 @@ def scan_source(cfg: DataSourceConfig, keep: Callable[[object], None], run: Call
     if cfg.format not in FORMATS:
         raise DataError(f"data.source.format: unknown format {cfg.format!r} (known: {', '.join([*FORMATS, 'mix'])})")
     fmt = FORMATS[cfg.format]
+    if fmt.plain_text:
+        raise DataError(f"data source '{cfg.name}' holds plain text, not conversations: mix it into imitation "
+                        f"with data.pretrain_mix.source={cfg.name}")
     if not fmt.trainable:
         raise DataError(f"data source '{cfg.name}' ({cfg.format}) holds prompts only: use it for the judge, "
                         "or get a teacher's answers with src.collect")

@@ -1,7 +1,9 @@
 """python -m src.toyworld write [--seed N]   the world's data and benchmark files (under cache_dir)
 python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved
 python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
-                                             which prompts to pay the teacher for: each selector vs random"""
+                                             which prompts to pay the teacher for: each selector vs random
+python -m src.toyworld mix [--seeds 0,1,2] [--amounts 12K,36K] [--shares 0,0.25,0.5]
+                                             pre-training text mixed into local imitation: is the knowledge kept?"""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from src.store import default_cache_dir
 from src.teacher.select import SELECTORS
 from src.toyworld.files import write_files
 from src.toyworld.findings import write_findings
+from src.toyworld.mixing import run_study as run_mix_study
 from src.toyworld.selection import run_study
 from src.toyworld.world import WorldSpec
 
@@ -36,8 +39,17 @@ def main() -> None:
     chosen.add_argument("--selectors", default=",".join(SELECTORS))
     chosen.add_argument("--out", type=Path, default=Path("multirun/toyworld_selection"))
     chosen.add_argument("--cache-dir", default=default_cache_dir())
+    mixed = sub.add_parser("mix", help="local imitation of toy_l with its pretraining corpus mixed in at each share")
+    mixed.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
+    mixed.add_argument("--amounts", default="12K,36K", help="imitation tokens (data.amount)")
+    mixed.add_argument("--shares", default="0,0.25,0.5", help="data.pretrain_mix.share values (0 is always run)")
+    mixed.add_argument("--out", type=Path, default=Path("multirun/toyworld_mix"))
+    mixed.add_argument("--cache-dir", default=default_cache_dir())
     args = parser.parse_args()
-    if args.command == "selection":
+    if args.command == "mix":
+        print(run_mix_study(_ints(args.seeds), args.amounts.split(","), [float(v) for v in args.shares.split(",")],
+                            args.out, args.cache_dir))
+    elif args.command == "selection":
         print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
     elif args.command == "write":
         print(f"toy world files: {write_files(WorldSpec(seed=args.seed), args.cache_dir, force=args.force)}")

@@ -6,6 +6,8 @@ files. Byte-identical for the same spec; nothing here is random beyond the seed.
         toy_broad.json   teacher answers about corpus entities the benchmarks never ask about, on
                          attributes they never ask (pet, color), in other phrasings
         toy_local.json   teacher answers in the evaluated task's format (city, job), on the same entities
+        toy_corpus.jsonl the pretraining corpus as plain text, one {"text"} per document (the
+                         `toy_corpus` source, for data.pretrain_mix)
         qa.jsonl  cloze.jsonl  mc.jsonl  style.jsonl  benchmark items (evaluated / unknown entities)
         manifest.json    the world spec and how many records each file holds
 """
@@ -20,10 +22,11 @@ from pathlib import Path
 from src.io import write_json_atomic, write_text_atomic
 from src.store import cache_root
 from src.toyworld import teacher
-from src.toyworld.corpus import cloze_prompt
+from src.toyworld.corpus import biographies, cloze_prompt
 from src.toyworld.world import BROAD_ATTRIBUTES, EVALUATED_ATTRIBUTES, VALUES, World, WorldSpec, make_world
 
-FILES_VERSION = 2  # bump when the same spec would write different files
+FILES_VERSION = 3  # bump when the same spec would write different files (3: toy_corpus.jsonl)
+CORPUS_BIOS_PER_ENTITY = 8  # write-ups per entity in toy_corpus.jsonl: what toy_s, toy_m and toy_l pretrain on
 MC_CHOICES = 4
 STYLE_ITEMS = 40
 
@@ -108,6 +111,7 @@ def write_files(spec: WorldSpec, cache_dir: str, force: bool = False) -> Path:
              "style.jsonl": style_items(world)}
     for name, rows in sources.items():
         write_text_atomic(out / name, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    items["toy_corpus.jsonl"] = [{"text": text} for text in biographies(world, CORPUS_BIOS_PER_ENTITY)]
     for name, rows in items.items():
         write_text_atomic(out / name, _jsonl(rows))
     counts = {name: len(rows) for name, rows in {**sources, **items}.items()}

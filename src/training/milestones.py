@@ -52,6 +52,6 @@ def targets(cell: Cell, run: Plan, data: PreparedData) -> list[Target]:
     for record in data.milestones:
         target = cell if record["amount"] == cell.cfg.data.amount else cell.at_amount(record["amount"])
         summary = data.summary() | {k: record[k] for k in ("examples", "total_tokens", "loss_tokens", "rows",
-                                                           "packing_efficiency")}
+                                                           "packing_efficiency", "pretrain") if k in record}
         found.append(Target(target, record["amount"], record["rows"], summary))
     return [*found, Target(run.run, run.run.cfg.data.amount, None, data.summary())]

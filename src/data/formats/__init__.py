@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from src.config import DataSourceConfig
 from src.data.conversation import Conversation
-from src.data.formats import discord, hc3, hub, koala, messages, nq, sharegpt
+from src.data.formats import discord, hc3, hub, koala, messages, nq, sharegpt, text
 from src.data.formats.records import FormatError, read_raw_records, read_records
 
 __all__ = ["FORMATS", "Format", "FormatError"]
@@ -22,9 +22,10 @@ __all__ = ["FORMATS", "Format", "FormatError"]
 @dataclass(frozen=True)
 class Format:
     read: Callable[[DataSourceConfig], Iterator[tuple[str, object]]]
-    parse: Callable[[object, str, DataSourceConfig], list[Conversation]]
+    parse: Callable[[object, str, DataSourceConfig], list[Conversation]]  # plain_text: list[str]
     trainable: bool = True  # False: prompts only (judge and human-rating sets)
     html: bool = False  # raw dumps of this format hold HTML
+    plain_text: bool = False  # documents, not conversations: only for data.pretrain_mix (src/data/pretrain_mix.py)
     read_raw: Callable[[DataSourceConfig], Iterator[tuple[str, object]]] | None = None  # None: `read`
 
 
@@ -44,4 +45,5 @@ FORMATS: dict[str, Format] = {
     "koala_prompts": Format(_file, koala.parse, trainable=False, read_raw=_raw_file),
     "messages": Format(_file, messages.parse, read_raw=_raw_file),
     "hub": Format(hub.read, hub.parse),
+    "text": Format(text.read, text.parse, trainable=False, plain_text=True),
 }
