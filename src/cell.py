@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from pathlib import Path
 import src.plugins  # noqa: F401  every plug-in registered: a toy model's run_id needs its source
 from src import resolve_path
 from src.benchmarks import requested_settings
-from src.config import RunConfig
+from src.config import PreferenceConfig, RunConfig
 from src.io import OutputError
 from src.models.sources import model_identity
 from src.results import Results, TrainingRecord
@@ -62,7 +63,28 @@ def run_id(cfg: RunConfig) -> str:
     # the nodes a cell's processes are spread over do not change its weights (tested against one
     # process); left out, so the ids of cells made before the key existed stay the same
     semantic["train"].pop("nnodes", None)
+    # --- the preference stage: a cell with one is its own run (its SFT stage is the cell without it);
+    # without one, neither the stage's knobs nor its source enter the hash, so earlier ids stay the same
+    dpo = semantic["train"].pop("dpo", None)
+    if cfg.preference.active:
+        preference = dataclasses.asdict(cfg.preference)
+        preference.pop("description", None)
+        semantic["preference"] = {**preference, "dpo": dpo, "path_sha": _file_digest(cfg.preference.path)}
     return Store.key(semantic, length=12)
+
+
+def _file_digest(path: str) -> str | None:
+    """A pairs file by its content: an edited file is a new cell, a moved one is not."""
+    if not path:
+        return None
+    found = resolve_path(path)
+    return hashlib.sha256(found.read_bytes()).hexdigest() if found.is_file() else None
+
+
+def sft_stage(cfg: RunConfig) -> RunConfig:
+    """The config of a cell's imitation (SFT) stage: the same cell without its preference stage (whose
+    checkpoint is the DPO policy's start and its frozen reference)."""
+    return dataclasses.replace(cfg, preference=PreferenceConfig())
 
 
 @dataclass
@@ -110,6 +132,16 @@ class Cell:
     def train_lock(self) -> Path:
         """Held while a training run writes this cell's folder (a milestone run writes several)."""
         return self.dir / "train.lock"
+
+    @property
+    def pairs_path(self) -> Path:
+        """The preference pairs of a cell with a preference stage (written once; a rerun reuses them)."""
+        return self.dir / "pairs.jsonl"
+
+    @property
+    def dpo_state(self) -> Path:
+        """Resumable states of the preference stage (train.dpo.checkpoint_every)."""
+        return self.dir / "dpo_state"
 
     @property
     def resolved_path(self) -> Path:
