@@ -69,16 +69,17 @@ def run_id(cfg: RunConfig) -> str:
     if cfg.preference.active:
         preference = dataclasses.asdict(cfg.preference)
         preference.pop("description", None)
-        semantic["preference"] = {**preference, "dpo": dpo, "path_sha": _file_digest(cfg.preference.path)}
+        preference["path"] = _file_digest(preference["path"])  # by content: edited is new, moved is not
+        semantic["preference"] = {**preference, "dpo": dpo}
     return Store.key(semantic, length=12)
 
 
 def _file_digest(path: str) -> str | None:
-    """A pairs file by its content: an edited file is a new cell, a moved one is not."""
+    """A pairs file by its content (sha256); None without a path, the path itself when it is no file."""
     if not path:
         return None
     found = resolve_path(path)
-    return hashlib.sha256(found.read_bytes()).hexdigest() if found.is_file() else None
+    return hashlib.sha256(found.read_bytes()).hexdigest() if found.is_file() else path
 
 
 def sft_stage(cfg: RunConfig) -> RunConfig:

@@ -172,7 +172,10 @@ def judge_settings(cfg: RunConfig):
     from src.benchmarks.judge import JudgeSettings
 
     settings = build_dataclass(JudgeSettings, dict(cfg.preference.judge), "preference.judge")
-    settings.validate()
+    try:
+        settings.validate()
+    except ConfigError as err:  # the benchmark names its own section; here the settings are preference.judge
+        raise ConfigError(str(err).replace("benchmark.judge", "preference.judge")) from None
     return settings
 
 
