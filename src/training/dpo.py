@@ -357,7 +357,7 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
                           on_step=on_step, state_dir=cell.dpo_state, seed=cfg.seed)
         timings["dpo_s"] = time.perf_counter() - clock
         preference = {"source": cfg.preference.source, "sft_run_id": sft_cell.run_id, "template": template,
-                      "pairs": report, **{k: v for k, v in dataclasses.asdict(stats).items() if k != "history"},
+                      "pair_report": report, **{k: v for k, v in dataclasses.asdict(stats).items() if k != "history"},
                       "history": stats.history, "settings": dataclasses.asdict(cfg.train.dpo)}
         record = TrainingRecord(sft.record.data, sft.record.train, sft.record.mode, cell.run_id,
                                 sft.record.amount, preference)

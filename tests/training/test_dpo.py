@@ -168,3 +168,81 @@ def test_run_id_with_and_without_a_preference_stage(tmp_path):
     pairs.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello there!", "rejected": "No."}) + "\n")
     assert run_id(run_config([*TINY, "preference=file", f"preference.path={pairs}"])) != dpo_id  # edited
     assert dpo.cell_name().endswith("+dpo:file")
+
+
+def test_an_interrupted_stage_resumes_to_the_same_weights(tokenizer, tmp_path):
+    cpu = torch.device("cpu")
+    encoded = pairs_for(tokenizer, 6)
+    train = TrainConfig()
+    train.dpo.lr, train.dpo.pairs_per_step, train.dpo.checkpoint_every = 1e-3, 2, 1
+    whole = tiny(tokenizer)
+    train_dpo(whole, encoded, train, tokenizer.pad_token_id, cpu, 1024)
+
+    def stop_at_two(record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt  # killed after step 2, before its state: the state of step 1 is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(tiny(tokenizer), encoded, train, tokenizer.pad_token_id, cpu, 1024, on_step=stop_at_two,
+                  state_dir=tmp_path / "state")
+    resumed = tiny(tokenizer)  # a new process: the SFT model again, then the saved state
+    stats = train_dpo(resumed, encoded, train, tokenizer.pad_token_id, cpu, 1024, state_dir=tmp_path / "state")
+    assert stats.resumed_from_step == 1 and stats.steps == 3
+    assert not (tmp_path / "state").exists()  # spent
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_tiny_cell_with_a_preference_file_end_to_end(tmp_path, caplog):
+    """SFT on the demo data, then DPO on a pairs file: results.json records both stages; the SFT
+    checkpoint stays, so a rerun of the preference stage trains only DPO; the template travels."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from src.cell import Cell
+    from src.main import run_cell
+    from src.plugins import load_config
+    from tests.conftest import compose_config
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
+                                         "rejected": "I do not know."}) + "\n" for i in range(5)))
+    overrides = ["experiment=smoke", "tracker.mode=disabled", "benchmark.nq.limit=2", "benchmark.humaneval.limit=1",
+                 "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused", "preference=file",
+                 f"preference.path={pairs}", "train.dpo.pairs_per_step=2", "train.save_checkpoint=true"]
+    raw = compose_config(overrides)
+    cell = Cell.of(load_config(raw))
+    sft = Cell.of(sft_stage(cell.cfg))
+    with caplog.at_level(logging.INFO):
+        results = run_cell(raw, tmp_path / "job").to_dict()
+    p = results["preference"]
+    assert p["source"] == "file" and p["sft_run_id"] == sft.run_id != cell.run_id == results["run_id"]
+    assert p["pairs"] == p["pair_report"]["pairs"] == 5 and p["steps"] == 3
+    assert p["pair_report"]["dropped_identical"] == 0
+    assert p["tokens_seen"] > p["reply_tokens_seen"] > 0 and len(p["history"]) == 3
+    assert results["axes"]["preference"] == "file" and results["axes"]["data_source"] == "demo+dpo:file"
+    assert results["tokens"]["total"] == results["data"]["total_tokens"] > 0  # the SFT stage's imitation tokens
+    assert results["train"]["steps"] > 0  # the SFT stage's run
+    assert p["template"]["name"] == results["data"]["template"] == "tokenizer"
+    # the SFT checkpoint is kept (the preference stage starts from it); both save the same chat template
+    assert (sft.checkpoint / "config.json").exists() and sft.training() is not None
+    assert AutoTokenizer.from_pretrained(cell.checkpoint).chat_template == \
+        AutoTokenizer.from_pretrained(sft.checkpoint).chat_template
+    assert len(cell.pairs_path.read_text().splitlines()) == 6  # a header and the five pairs
+
+    # the preference stage lost (results and its checkpoint gone): a rerun trains DPO only
+    cell.results_path.unlink()
+    cell.remove_checkpoint()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = run_cell(raw, tmp_path / "job").to_dict()
+    assert "training was done earlier" in caplog.text and "dpo: 5 pairs" in caplog.text
+    assert "preference pairs from" in caplog.text  # the same pairs, read back
+    assert again["preference"]["final"]["loss"] == pytest.approx(p["final"]["loss"], abs=1e-6)
+    assert again["train"] == results["train"]
+    # and a third run finds the whole cell done
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_cell(raw, tmp_path / "job")
+    assert "dpo:" not in caplog.text
