@@ -1,7 +1,9 @@
 """python -m src.toyworld write [--seed N]   the world's data and benchmark files (under cache_dir)
 python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved
 python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
-                                             which prompts to pay the teacher for: each selector vs random"""
+                                             which prompts to pay the teacher for: each selector vs random
+python -m src.toyworld preference [--seeds 0,1,2] [--amounts 12K,36K]
+                                             DPO (teacher vs student) after broad imitation: QA or only style?"""
 
 from __future__ import annotations
 
@@ -36,8 +38,17 @@ def main() -> None:
     chosen.add_argument("--selectors", default=",".join(SELECTORS))
     chosen.add_argument("--out", type=Path, default=Path("multirun/toyworld_selection"))
     chosen.add_argument("--cache-dir", default=default_cache_dir())
+    prefer = sub.add_parser("preference", help="toy_l x toy_broad with and without a DPO stage after it")
+    prefer.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
+    prefer.add_argument("--amounts", default="12K,36K", help="imitation budgets")
+    prefer.add_argument("--out", type=Path, default=Path("multirun/toyworld_preference"))
+    prefer.add_argument("--cache-dir", default=default_cache_dir())
     args = parser.parse_args()
-    if args.command == "selection":
+    if args.command == "preference":
+        from src.toyworld.preference import run_study as preference_study
+
+        print(preference_study(_ints(args.seeds), args.amounts.split(","), args.out, args.cache_dir))
+    elif args.command == "selection":
         print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
     elif args.command == "write":
         print(f"toy world files: {write_files(WorldSpec(seed=args.seed), args.cache_dir, force=args.force)}")

@@ -15,8 +15,7 @@ from src.data.formats.records import DataError
 from src.data.template import IGNORE, chat_format
 from src.models.load import load_model
 from src.models.sources import model_config_by_name
-from src.training.dpo import (dpo_loss, pack_whole, reference_logps, render_reply, sequence_logps,
-                              train_dpo)
+from src.training.dpo import dpo_loss, pack_whole, reference_logps, render_reply, sequence_logps, train_dpo
 from src.training.preference_pairs import iter_file_pairs
 from tests.conftest import CACHE, run_config
 
