@@ -44,7 +44,10 @@ def run_cells(seed: int, amounts: list[int], cache_dir: str, out: Path) -> list[
     from src.main import run_cell
 
     rows = []
-    cells = [("base", 0)] + [(stage, a) for a in amounts for stage in ("sft", "dpo")]
+    # the DPO cell first: it trains the SFT stage and keeps its checkpoint, which the SFT cell then only
+    # evaluates (the other order trains SFT twice: the SFT cell, with the toy world's
+    # train.save_checkpoint=false, removes its checkpoint once scored)
+    cells = [("base", 0)] + [(stage, a) for a in amounts for stage in ("dpo", "sft")]
     for stage, amount in cells:
         job_dir = out / f"seed_{seed}" / f"{stage}_{amount}"
         cell = overrides(seed, amount, cache_dir, job_dir) + (DPO_OVERRIDES if stage == "dpo" else [])
