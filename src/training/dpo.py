@@ -58,7 +58,7 @@ from src.training.optim import make_optimizer, make_scheduler
 from src.training.preference_pairs import Pair, build_pairs
 
 log = logging.getLogger(__name__)
-PAIRS_VERSION = 1  # bump when the same config would build other pairs
+PAIRS_VERSION = 2  # bump when the same config would build other pairs (2: replies compared by their tokens)
 
 
 # --------------------------------------------------------------------------------------------------

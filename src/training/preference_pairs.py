@@ -95,11 +95,11 @@ def iter_file_pairs(path: Path) -> Iterator[Pair]:
                        _reply(record["chosen"], origin, "chosen"), _reply(record["rejected"], origin, "rejected"))
 
 
-def file_pairs(cfg: RunConfig) -> tuple[list[Pair], dict]:
+def file_pairs(cfg: RunConfig, tokenizer=None) -> tuple[list[Pair], dict]:
     path = resolve_path(cfg.preference.path)
     pairs, same = [], 0
     for pair in iter_file_pairs(path):
-        if pair.chosen.strip() == pair.rejected.strip():
+        if same_reply(pair.chosen, pair.rejected, tokenizer):
             same += 1
             continue
         pairs.append(pair)
@@ -138,6 +138,17 @@ def imitation_prompts(cfg: RunConfig, tokenizer, fmt: ChatFormat, limit: int | N
     return out
 
 
+def same_reply(a: str, b: str, tokenizer) -> bool:
+    """Whether two replies are the same to the model: the same tokens (decoded text can differ from the
+    teacher's in spacing or case, e.g. under the toy world's word-level tokenizer, and still be its tokens)."""
+    if a.strip() == b.strip():
+        return True
+    if tokenizer is None:
+        return False
+    ids = tokenizer([a.strip(), b.strip()], add_special_tokens=False)["input_ids"]
+    return ids[0] == ids[1]
+
+
 def _decoding(cfg: RunConfig, seed: int) -> dict:
     p = cfg.preference
     if p.decoding == "greedy":
@@ -159,7 +170,7 @@ def teacher_vs_student_pairs(cfg: RunConfig, handle, tokenizer, fmt: ChatFormat)
     replies, finished = student_replies(cfg, handle, fmt, [p for _, p, _ in prompts], cfg.seed)
     pairs, same = [], 0
     for (pid, messages, teacher), student in zip(prompts, replies, strict=True):
-        if teacher.strip() == student.strip():
+        if same_reply(teacher, student, tokenizer):
             same += 1  # the student already says what the teacher said: no preference to learn
             continue
         pairs.append(Pair(pid, messages, teacher, student))
@@ -198,7 +209,7 @@ def judge_pairs(cfg: RunConfig, handle, tokenizer, fmt: ChatFormat) -> tuple[lis
     verdicts, asked = judge_all(judge, cache, asks)
     pairs, counts = [], {"win": 0, "loss": 0, "tie": 0, "unparsable": 0, "identical": 0}
     for i, ((pid, m, _), a, b) in enumerate(zip(prompts, first, second, strict=True)):
-        if a.strip() == b.strip():
+        if same_reply(a, b, tokenizer):
             counts["identical"] += 1
             continue
         outcome = combine(parse_verdict(verdicts[2 * i] or ""), parse_verdict(verdicts[2 * i + 1] or ""))
@@ -212,7 +223,7 @@ def judge_pairs(cfg: RunConfig, handle, tokenizer, fmt: ChatFormat) -> tuple[lis
 
 
 SOURCES = {"teacher_vs_student": teacher_vs_student_pairs, "judge": judge_pairs,
-           "file": lambda cfg, handle, tokenizer, fmt: file_pairs(cfg)}
+           "file": lambda cfg, handle, tokenizer, fmt: file_pairs(cfg, tokenizer)}
 
 
 def build_pairs(cfg: RunConfig, handle, tokenizer, fmt: ChatFormat) -> tuple[list[Pair], dict]:

@@ -245,3 +245,14 @@ def test_a_tiny_cell_with_a_preference_file_end_to_end(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         run_cell(raw, tmp_path / "job")
     assert "dpo:" not in caplog.text
+
+
+def test_replies_the_same_to_the_model_make_no_pair():
+    from src.training.preference_pairs import same_reply
+
+    def lowercasing_words(texts, add_special_tokens=False):  # the toy world's word-level tokenizer, in short
+        return {"input_ids": [t.lower().replace("!", " !").split() for t in texts]}
+
+    assert same_reply("Thank you, friend!", "thank you, friend !", lowercasing_words)  # decoded, not the same text
+    assert not same_reply("Its pet is a cat!", "its pet is a dog !", lowercasing_words)
+    assert same_reply(" Hello. ", "Hello.", None) and not same_reply("Hello.", "hello.", None)
