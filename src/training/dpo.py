@@ -333,7 +333,9 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
         # the SFT stage: trained here (its checkpoint kept, so a rerun of this cell trains only DPO) or found
         timings: dict[str, float] = {}
         clock = time.perf_counter()
-        sft = obtain(sft_cell, resolved, tokenizer, fmt, device, on_step=on_step, keep_model=False)
+        # a torchrun worker (train.nproc > 1) reads this config: the SFT cell's, without the preference stage
+        sft_resolved = {**resolved, "preference": dataclasses.asdict(sft_cell.cfg.preference)} if resolved else resolved
+        sft = obtain(sft_cell, sft_resolved, tokenizer, fmt, device, on_step=on_step, keep_model=False)
         timings.update({f"sft_{k}": v for k, v in sft.timings.items()})
         if sft.record is None:
             raise RuntimeError(f"the SFT stage {sft_cell.run_id} left no training record")
