@@ -8,6 +8,8 @@ relaunched grid (in a new Hydra sweep folder or the same one) finds what is done
     checkpoint/          the fine-tuned model (HF format, with the chat template)
     train.json           written after checkpoint/: its presence marks the checkpoint complete
     train_state/         resumable training states (src/training/checkpoint.py)
+    pairs.jsonl          a cell with a preference stage: its preference pairs (src/training/dpo.py)
+    dpo_state/           ... and the stage's resumable states (its SFT stage is another cell: sft_stage)
     benchmarks/<name>/   predictions.jsonl + metrics.json of each benchmark
     resolved.yaml        the config the training worker reads
     wandb/               the W&B mirror
