@@ -256,3 +256,25 @@ def test_replies_the_same_to_the_model_make_no_pair():
     assert same_reply("Thank you, friend!", "thank you, friend !", lowercasing_words)  # decoded, not the same text
     assert not same_reply("Its pet is a cat!", "its pet is a dog !", lowercasing_words)
     assert same_reply(" Hello. ", "Hello.", None) and not same_reply("Hello.", "hello.", None)
+
+
+def test_judge_pairs_follow_the_verdicts_of_both_orders(tokenizer, monkeypatch):
+    """preference=judge: two sampled replies per prompt, judged in both orders; a consistent win makes
+    the first reply chosen, a consistent loss the second, anything else no pair."""
+    import src.benchmarks.judge as judge_module
+    from src.training.preference_pairs import judge_pairs
+
+    cfg = run_config([*TINY, "preference=judge", "preference.judge.judge=self", "+preference.judge.cache_dir=null",
+                      "data.amount=2K", "preference.max_pairs=3"])
+
+    class Handle:
+        def generate(self, prompts, max_new_tokens, seed=None, **kwargs):
+            return [f"reply {seed} to prompt {i}" for i in range(len(prompts))]
+
+    verdicts = ["[[A]]", "[[B]]", "[[B]]", "[[A]]", "[[A]]", "[[A]]"]  # win, loss, disagreement (a tie)
+    monkeypatch.setattr(judge_module, "make_judge", lambda settings, handle: type("J", (), {"identity": "fake"})())
+    monkeypatch.setattr(judge_module, "judge_all", lambda judge, cache, asks: (verdicts[:len(asks)], len(asks)))
+    pairs, report = judge_pairs(cfg, Handle(), tokenizer, chat_format(tokenizer, "auto"))
+    assert report["verdicts"] == {"win": 1, "loss": 1, "tie": 1, "unparsable": 0, "identical": 0}
+    assert [(p.chosen, p.rejected) for p in pairs] == [("reply 0 to prompt 0", "reply 1 to prompt 0"),
+                                                       ("reply 1 to prompt 1", "reply 0 to prompt 1")]
