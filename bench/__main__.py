@@ -7,12 +7,21 @@ import platform
 import time
 from importlib import metadata
 
-from bench import eval_speed, first_result, packing, prepare, prepare_scale, serve_speed, train_speed
+from bench import (
+    dpo_speed,
+    eval_speed,
+    first_result,
+    packing,
+    prepare,
+    prepare_scale,
+    serve_speed,
+    train_speed,
+)
 from src import PROJECT_ROOT
 from src.io import write_json_atomic
 
 BENCHES = [packing.run, prepare.run, prepare_scale.run, eval_speed.run, serve_speed.run, train_speed.run,
-           first_result.run]
+           dpo_speed.run, first_result.run]
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ relaunched grid (in a new Hydra sweep folder or the same one) finds what is done
     checkpoint/          the fine-tuned model (HF format, with the chat template)
     train.json           written after checkpoint/: its presence marks the checkpoint complete
     train_state/         resumable training states (src/training/checkpoint.py)
+    pairs.jsonl          a cell with a preference stage: its preference pairs (src/training/dpo.py)
+    dpo_state/           ... and the stage's resumable states (its SFT stage is another cell: sft_stage)
     benchmarks/<name>/   predictions.jsonl + metrics.json of each benchmark
     resolved.yaml        the config the training worker reads
     wandb/               the W&B mirror
@@ -30,6 +32,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -43,7 +46,7 @@ from pathlib import Path
 import src.plugins  # noqa: F401  every plug-in registered: a toy model's run_id needs its source
 from src import resolve_path
 from src.benchmarks import requested_settings
-from src.config import RunConfig
+from src.config import PreferenceConfig, RunConfig
 from src.data import pretrain_mix
 from src.io import OutputError
 from src.models.sources import model_identity
@@ -72,7 +75,29 @@ def run_id(cfg: RunConfig) -> str:
     # (tests/test_run_id.py pins them).
     for key in ("nnodes", "attention", "loss", "compile"):
         semantic["train"].pop(key, None)
+    # --- the preference stage: a cell with one is its own run (its SFT stage is the cell without it);
+    # without one, neither the stage's knobs nor its source enter the hash, so earlier ids stay the same
+    dpo = semantic["train"].pop("dpo", None)
+    if cfg.preference.active:
+        preference = dataclasses.asdict(cfg.preference)
+        preference.pop("description", None)
+        preference["path"] = _file_digest(preference["path"])  # by content: edited is new, moved is not
+        semantic["preference"] = {**preference, "dpo": dpo}
     return Store.key(semantic, length=12)
+
+
+def _file_digest(path: str) -> str | None:
+    """A pairs file by its content (sha256); None without a path, the path itself when it is no file."""
+    if not path:
+        return None
+    found = resolve_path(path)
+    return hashlib.sha256(found.read_bytes()).hexdigest() if found.is_file() else path
+
+
+def sft_stage(cfg: RunConfig) -> RunConfig:
+    """The config of a cell's imitation (SFT) stage: the same cell without its preference stage (whose
+    checkpoint is the DPO policy's start and its frozen reference)."""
+    return dataclasses.replace(cfg, preference=PreferenceConfig())
 
 
 @dataclass
@@ -120,6 +145,16 @@ class Cell:
     def train_lock(self) -> Path:
         """Held while a training run writes this cell's folder (a milestone run writes several)."""
         return self.dir / "train.lock"
+
+    @property
+    def pairs_path(self) -> Path:
+        """The preference pairs of a cell with a preference stage (written once; a rerun reuses them)."""
+        return self.dir / "pairs.jsonl"
+
+    @property
+    def dpo_state(self) -> Path:
+        """Resumable states of the preference stage (train.dpo.checkpoint_every)."""
+        return self.dir / "dpo_state"
 
     @property
     def resolved_path(self) -> Path:

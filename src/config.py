@@ -253,8 +253,10 @@ class TrainConfig:
     attention: str = "auto"
     loss: str = "auto"  # auto | full | chunked | liger: cross-entropy without all logits (src/training/loss.py)
     compile: bool = False  # torch.compile the decoder while training (src/training/compiled.py)
+    dpo: DpoConfig = field(default_factory=lambda: DpoConfig())  # the preference stage's knobs (below)
 
     def validate(self) -> None:
+        self.dpo.validate()
         _choice("train.optimizer", self.optimizer, {"adamw", "sgd", "adafactor"})
         _choice("train.schedule", self.schedule, {"constant", "linear", "cosine"})
         _choice("train.precision", self.precision, {"fp32", "bf16"})
@@ -300,6 +302,66 @@ class TrainConfig:
                               "(a later epoch of a long run revisits data a shorter run never saw)")
 
 
+# ----------------------------------------------------------------------------------------------
+# The preference stage after imitation (src/training/dpo.py): `preference=<source>` (conf/preference/)
+# chooses where the pairs come from, `train.dpo.*` (conf/train/dpo/default.yaml) how DPO trains on them.
+# With preference=none neither is part of a cell's run_id (src/cell.py), so cells made before the stage
+# existed keep their ids.
+
+PREFERENCE_SOURCES = ("none", "teacher_vs_student", "judge", "file")
+
+
+@dataclass
+class DpoConfig:
+    beta: float = 0.1  # strength of the pull toward the reference (the SFT model); DPO paper: 0.1-0.5
+    lr: float = 5e-6  # the optimizer is train.optimizer's with this rate (DPO wants ~10x below SFT's)
+    epochs: int = 1
+    pairs_per_step: int = 8  # preference pairs (2 sequences each) per optimizer step
+    warmup_steps: int = 0
+    max_length: int = 512  # tokens of prompt + reply per sequence; a longer one keeps its end (the reply)
+    checkpoint_every: int = 0  # DPO steps between resumable states (0: none; an interrupted stage restarts)
+    log_every: int = 1
+
+    def validate(self) -> None:
+        if self.beta <= 0 or self.lr <= 0:
+            raise ConfigError(f"train.dpo.beta ({self.beta}) and train.dpo.lr ({self.lr}) must be > 0")
+        for key in ("epochs", "pairs_per_step", "max_length", "log_every"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"train.dpo.{key}: {getattr(self, key)} must be > 0")
+        if self.warmup_steps < 0 or self.checkpoint_every < 0:
+            raise ConfigError("train.dpo.warmup_steps and train.dpo.checkpoint_every must be >= 0")
+
+
+@dataclass
+class PreferenceConfig:
+    source: str = "none"  # none | teacher_vs_student | judge | file (src/training/preference_pairs.py)
+    path: str = ""  # file: JSONL of {"prompt", "chosen", "rejected"} (UltraFeedback / HH shape)
+    max_pairs: int | None = 256  # at most this many pairs (the first prompts of the imitation data's order)
+    decoding: str = "sample"  # the student's replies (teacher_vs_student, judge): greedy | sample
+    temperature: float = 1.0  # decoding=sample
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+    batch_size: int = 16  # prompts per generation batch
+    judge: dict[str, Any] = field(default_factory=dict)  # judge: JudgeSettings fields (src/benchmarks/judge.py)
+    description: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.source != "none"
+
+    def validate(self) -> None:
+        _choice("preference.source", self.source, set(PREFERENCE_SOURCES))
+        _choice("preference.decoding", self.decoding, {"greedy", "sample"})
+        if self.max_pairs is not None and self.max_pairs <= 0:
+            raise ConfigError(f"preference.max_pairs: {self.max_pairs}: a preference source with no pairs "
+                              "(use a count > 0, null for all, or preference=none)")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.max_new_tokens <= 0 or self.batch_size <= 0:
+            raise ConfigError("preference.temperature and max_new_tokens and batch_size must be > 0, "
+                              "top_p within (0, 1]")
+        if self.source == "file" and not self.path:
+            raise ConfigError("preference=file needs preference.path (a JSONL of prompt, chosen, rejected)")
+
+
 @dataclass
 class TrackerConfig:
     backend: str = "wandb"
@@ -337,6 +399,7 @@ class RunConfig:
     preflight: str = "stop"  # stop | warn | off: what missing inputs do before any cell starts (src/preflight.py)
     plan_mfu: float = 0.35  # the plan's GPU-hours when no measured MFU of the model is in the store
     plan_peak_flops: float = 989e12  # per GPU (H100 bf16 dense), when train.peak_flops is not set
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # a DPO stage after imitation
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
@@ -346,6 +409,7 @@ class RunConfig:
         cfg.data.pretrain_mix.resolve({"cache_dir": cfg.cache_dir, "seed": cfg.seed})  # data.pretrain_mix
         cfg.train.validate()
         cfg.tracker.validate()
+        cfg.preference.validate()
         _choice("device", cfg.device, {"auto", "cpu", "cuda"})
         _choice("preflight", cfg.preflight, {"stop", "warn", "off"})
         if cfg.prepare_workers < 1:
@@ -358,7 +422,8 @@ class RunConfig:
         return cfg
 
     def cell_name(self) -> str:
-        return f"{self.model.name}/{self.source_label()}/{format_amount(self.data.amount)}"
+        name = f"{self.model.name}/{self.source_label()}/{format_amount(self.data.amount)}"
+        return f"{name}+dpo:{self.preference.source}" if self.preference.active else name
 
     def source_label(self) -> str:
         """The data source, with the pre-training text mixed in when there is any: `toy_local+toy_corpus@0.25`."""

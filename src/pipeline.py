@@ -29,6 +29,7 @@ from src.results import Axes, BenchmarkRecord, Results, Tokens
 from src.stages import reached
 from src.store import cache_root
 from src.tracking import Tracker
+from src.training.dpo import preference_stage
 from src.training.recipe import Trained, obtain
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,11 @@ def train_and_eval(cell: Cell, resolved: dict | None = None) -> Results:
     try:
         tokenizer = load_tokenizer(cfg.model, cfg.cache_dir)
         fmt = chat_format(tokenizer, cfg.model.chat_template)
-        trained = obtain(cell, resolved, tokenizer, fmt, device,
-                         on_step=lambda r: tracker.log({f"train/{k}": v for k, v in r.items()}, step=r["step"]))
+        on_step = lambda r: tracker.log({f"train/{k}": v for k, v in r.items()}, step=r["step"])  # noqa: E731
+        if cfg.preference.active:  # SFT, then the preference stage from its checkpoint (src/training/dpo.py)
+            trained = preference_stage(cell, resolved, tokenizer, fmt, device, on_step=on_step)
+        else:
+            trained = obtain(cell, resolved, tokenizer, fmt, device, on_step=on_step)
         clock = time.perf_counter()
         backend = open_backend(cfg.eval_backend, trained.weights, tokenizer, fmt, device)
         trained.timings["load_model_s"] = trained.timings.get("load_model_s", 0) + time.perf_counter() - clock
@@ -108,13 +112,23 @@ def make_results(cell: Cell, trained: Trained, scores: Scores, backend: Backend,
     data = record.data if record else None
     return Results(
         run_id=cell.run_id, cell=cell.name, sweep=cfg.sweep, experiment=cfg.experiment_name,
-        axes=Axes(cfg.model.name, cfg.source_label(), cfg.data.amount, format_amount(cfg.data.amount), cfg.seed),
+        axes=Axes(cfg.model.name, series_name(cfg), cfg.data.amount, format_amount(cfg.data.amount), cfg.seed,
+                  cfg.preference.source),
         tokens=tokens_of(data),
         model_parameters=backend.n_parameters, eval_backend=cfg.eval_backend,
         mode=record.mode if record else "base_model", trained_by=record.trained_by if record else None,
         metrics=scores.metrics, benchmarks=scores.benchmarks, data=data, train=record.train if record else None,
         timings_s={k: round(v, 2) for k, v in {**trained.timings, **scores.timings}.items()},
-        device=str(device), versions=library_versions(), config=resolved)
+        device=str(device), versions=library_versions(), config=resolved,
+        preference=record.preference if record else None)
+
+
+def series_name(cfg) -> str:
+    """The data source, or "<source>+dpo:<preference source>" for a cell with a preference stage: the
+    report draws it as its own series beside the imitation-only cells."""
+    if cfg.preference.active:
+        return f"{cfg.source_label()}+dpo:{cfg.preference.source}"
+    return cfg.source_label()
 
 
 def tokens_of(data: dict | None) -> Tokens:

@@ -18,6 +18,7 @@ from src.benchmarks import validate_benchmarks
 from src.config import RunConfig
 from src.models.backend import BACKENDS
 from src.models.sources import validate_source
+from src.training.preference_pairs import validate as validate_preference
 
 
 def load_config(raw: dict[str, Any]) -> RunConfig:
@@ -31,3 +32,4 @@ def validate_plugins(cfg: RunConfig) -> None:
     validate_source(cfg.model)
     BACKENDS.get(cfg.eval_backend, key="eval_backend")
     validate_benchmarks(cfg.benchmark)
+    validate_preference(cfg)

@@ -27,6 +27,9 @@ class Axes:
     amount: int | None  # imitation tokens; 0 = the base model; None = the whole source
     amount_label: str
     seed: int
+    # the preference stage's source (none: imitation only). A cell with one names its series
+    # "<data_source>+dpo:<source>" in data_source, so the report's tables and plots keep it apart
+    preference: str = "none"
 
 
 @dataclass
@@ -82,6 +85,9 @@ class Results:
     versions: dict[str, str]
     config: dict | None
     schema_version: int = SCHEMA_VERSION
+    # the preference stage (None: none): its source, pairs, tokens, steps, the SFT stage it started from
+    # (sft_run_id) and the template both stages used; `tokens`, `data` and `train` stay the SFT stage's
+    preference: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -134,6 +140,7 @@ class TrainingRecord:
     mode: str = "separate_run"  # separate_run | milestone
     trained_by: str | None = None  # run_id of the run that trained it (a milestone run: the largest amount's)
     amount: int | None = None
+    preference: dict | None = None  # a checkpoint of a preference stage: that stage's record (data/train: the SFT's)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainingRecord:

@@ -3,7 +3,9 @@ python -m src.toyworld findings <sweep>      the three findings of a finished gr
 python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
                                              which prompts to pay the teacher for: each selector vs random
 python -m src.toyworld mix [--seeds 0,1,2] [--amounts 12K,36K] [--shares 0,0.25,0.5]
-                                             pre-training text mixed into local imitation: is the knowledge kept?"""
+                                             pre-training text mixed into local imitation: is the knowledge kept?
+python -m src.toyworld preference [--seeds 0,1,2] [--amounts 12K,36K]
+                                             DPO (teacher vs student) after broad imitation: QA or only style?"""
 
 from __future__ import annotations
 
@@ -45,10 +47,19 @@ def main() -> None:
     mixed.add_argument("--shares", default="0,0.25,0.5", help="data.pretrain_mix.share values (0 is always run)")
     mixed.add_argument("--out", type=Path, default=Path("multirun/toyworld_mix"))
     mixed.add_argument("--cache-dir", default=default_cache_dir())
+    prefer = sub.add_parser("preference", help="toy_l x toy_broad with and without a DPO stage after it")
+    prefer.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
+    prefer.add_argument("--amounts", default="12K,36K", help="imitation budgets")
+    prefer.add_argument("--out", type=Path, default=Path("multirun/toyworld_preference"))
+    prefer.add_argument("--cache-dir", default=default_cache_dir())
     args = parser.parse_args()
     if args.command == "mix":
         print(run_mix_study(_ints(args.seeds), args.amounts.split(","), [float(v) for v in args.shares.split(",")],
                             args.out, args.cache_dir))
+    elif args.command == "preference":
+        from src.toyworld.preference import run_study as preference_study
+
+        print(preference_study(_ints(args.seeds), args.amounts.split(","), args.out, args.cache_dir))
     elif args.command == "selection":
         print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
     elif args.command == "write":

@@ -45,7 +45,10 @@ class Trained:
     timings: dict = field(default_factory=dict)
 
 
-def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch.device, on_step=None) -> Trained:
+def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch.device, on_step=None,
+           keep_model: bool = True) -> Trained:
+    """`keep_model=False`: the checkpoint is written whatever train.save_checkpoint says (a later stage,
+    the preference stage of src/training/dpo.py, starts from it, now or in a rerun)."""
     cfg = cell.cfg
     weights = ModelWeights(cfg.model, cfg.cache_dir, trained=cell.trained, seed=cfg.seed)
     if not cell.trained:
@@ -57,7 +60,7 @@ def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch
             log.info("training was done earlier: loaded %s", cell.checkpoint)
             return Trained(dataclasses.replace(weights, checkpoint=cell.checkpoint), record)
         if not needs_worker(cfg):
-            return train_cell(cell, device, tokenizer, fmt, on_step=on_step, keep_model=True)
+            return train_cell(cell, device, tokenizer, fmt, on_step=on_step, keep_model=keep_model)
         clock = time.perf_counter()
         prepare_for(cell, run, tokenizer, fmt)  # once, before any worker starts: the workers hit the cache
         prepare_s = time.perf_counter() - clock

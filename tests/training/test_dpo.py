@@ -1,0 +1,280 @@
+"""The preference stage (src/training/dpo.py): the DPO loss on a hand-computed case, reply-only masks,
+packed log-probabilities equal to unpacked ones, the log-ratio margin rising on the tiny random-init
+model, the pairs file's shape, and the config's one-line errors."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from src.cell import run_id, sft_stage
+from src.config import ConfigError, TrainConfig
+from src.data.conversation import Message
+from src.data.formats.records import DataError
+from src.data.template import IGNORE, chat_format
+from src.models.load import load_model
+from src.models.sources import model_config_by_name
+from src.training.dpo import dpo_loss, pack_whole, reference_logps, render_reply, sequence_logps, train_dpo
+from src.training.preference_pairs import iter_file_pairs
+from tests.conftest import CACHE, run_config
+
+TINY = ["model=tiny", "output_dir=/tmp/x"]
+
+
+def test_dpo_loss_matches_a_hand_computation():
+    # pair 1: chosen log-ratio -1.0 - (-1.5) = 0.5, rejected -3.0 - (-2.5) = -0.5 -> margin 1.0
+    # pair 2: chosen -2.0 - (-2.0) = 0.0, rejected -1.0 - (-1.5) = 0.5 -> margin -0.5
+    # beta 0.5: loss = mean(-log sigmoid(0.5), -log sigmoid(-0.25)) = mean(log(1 + e^-0.5), log(1 + e^0.25))
+    loss, stats = dpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -1.0]),
+                           torch.tensor([-1.5, -2.0]), torch.tensor([-2.5, -1.5]), beta=0.5)
+    by_hand = (math.log(1 + math.exp(-0.5)) + math.log(1 + math.exp(0.25))) / 2
+    assert by_hand == pytest.approx(0.6500082, abs=1e-7)
+    assert loss.item() == pytest.approx(by_hand, abs=1e-6)
+    assert stats["log_ratio_margin"] == pytest.approx(0.25)  # mean(1.0, -0.5)
+    assert stats["reward_chosen"] == pytest.approx(0.125)  # 0.5 * mean(0.5, 0.0)
+    assert stats["reward_rejected"] == pytest.approx(0.0)  # 0.5 * mean(-0.5, 0.5)
+    assert stats["reward_margin"] == pytest.approx(0.125)
+    assert stats["reward_accuracy"] == 0.5
+    # the policy equal to the reference: log 2, whatever beta
+    equal, _ = dpo_loss(torch.tensor([-4.0]), torch.tensor([-7.0]), torch.tensor([-4.0]), torch.tensor([-7.0]), 3.0)
+    assert equal.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_only_the_final_reply_carries_labels(tokenizer):
+    fmt = chat_format(tokenizer, "auto")
+    prompt = (Message("user", "Name a colour."), Message("assistant", "Blue."), Message("user", "Another one?"))
+    seq = render_reply(prompt, "Green, like grass.", tokenizer, fmt, max_length=512)
+    labelled = [t for t, label in zip(seq.input_ids, seq.labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(labelled) == "Green, like grass.<|im_end|>"  # the reply and its end-of-turn only
+    assert "Blue." in tokenizer.decode(seq.input_ids)  # the earlier assistant turn is context, unlabelled
+    assert labelled == seq.input_ids[-len(labelled):]  # the reply ends the sequence; no glue is labelled
+    # too long: the prompt loses its start first, the reply keeps every token
+    short = render_reply(prompt, "Green, like grass.", tokenizer, fmt, max_length=len(labelled) + 3)
+    assert len(short.input_ids) == len(labelled) + 3
+    assert [t for t, label in zip(short.input_ids, short.labels, strict=True) if label != IGNORE] == labelled
+
+
+def tiny(tokenizer, seed=0):
+    return load_model(model_config_by_name("tiny"), tokenizer, CACHE, torch.device("cpu"), seed=seed)
+
+
+def test_packed_log_probs_are_the_reply_tokens_of_each_sequence_alone(tokenizer):
+    fmt = chat_format(tokenizer, "auto")
+    model = tiny(tokenizer).eval()
+    seqs = [render_reply((Message("user", q),), a, tokenizer, fmt, 512)
+            for q, a in [("What is two plus two?", "Four."), ("Say hello.", "Hello there, friend!"),
+                         ("Pick a number.", "Seven")]]
+    assert len(pack_whole(seqs, 4096)) == 1  # all three in one row, kept apart by the block-diagonal mask
+    with torch.no_grad():
+        packed = sequence_logps(model, seqs, tokenizer.pad_token_id, torch.device("cpu"), 4096)
+        by_hand = []
+        for s in seqs:  # one sequence alone, every position's log-softmax, summed where a reply token is next
+            logits = model(input_ids=torch.tensor([s.input_ids])).logits[0, :-1].float()
+            logps = torch.log_softmax(logits, -1)
+            by_hand.append(sum(logps[t, s.input_ids[t + 1]].item() for t in range(len(s.input_ids) - 1)
+                               if s.labels[t + 1] != IGNORE))
+    assert packed.tolist() == pytest.approx(by_hand, abs=1e-4)
+    # a different prompt token changes the log-probability (context counts), a different label set too
+    assert packed[0].item() != pytest.approx(packed[1].item(), abs=1e-3)
+
+
+def pairs_for(tokenizer, n=8):
+    fmt = chat_format(tokenizer, "auto")
+    out = []
+    for i in range(n):
+        prompt = (Message("user", f"Question number {i}: what colour is the sky?"),)
+        out.append((render_reply(prompt, "The sky is blue.", tokenizer, fmt, 512),
+                    render_reply(prompt, f"Potato {i} banana.", tokenizer, fmt, 512)))
+    return out
+
+
+def test_the_chosen_minus_rejected_log_ratio_rises_over_a_few_steps(tokenizer):
+    model = tiny(tokenizer)
+    encoded = pairs_for(tokenizer)
+    cpu = torch.device("cpu")
+    before = reference_logps(model, encoded, tokenizer.pad_token_id, cpu, 1024)
+    train = TrainConfig(max_grad_norm=1.0)
+    train.dpo.lr, train.dpo.pairs_per_step, train.dpo.epochs, train.dpo.beta = 1e-3, 4, 3, 0.1
+    stats = train_dpo(model, encoded, train, tokenizer.pad_token_id, cpu, 1024)
+    assert stats.steps == 6 and stats.pairs == 8
+    assert stats.first["log_ratio_margin"] == pytest.approx(0.0, abs=1e-4)  # policy = reference at step 1
+    assert stats.first["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    margins = [h["log_ratio_margin"] for h in stats.history]
+    assert margins[-1] > margins[0] + 1.0 and stats.final["loss"] < math.log(2)
+    after = reference_logps(model, encoded, tokenizer.pad_token_id, cpu, 1024)
+    ratio = (after[:, 0] - before[:, 0]) - (after[:, 1] - before[:, 1])
+    assert (ratio > 0).all(), ratio  # every pair's chosen-minus-rejected log-ratio went up
+    assert stats.reply_tokens_seen < stats.tokens_seen  # prompts were processed but not counted
+
+
+def test_pairs_file_shapes(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."},
+            {"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}],
+             "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+             "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    pairs = list(iter_file_pairs(path))
+    assert [(p.prompt[-1].content, p.chosen, p.rejected) for p in pairs] == [("Hi?", "Hello!", "Go away."),
+                                                                            ("Hi?", "Hello!", "No.")]
+    assert pairs[1].prompt[0] == Message("system", "Be kind.")
+    path.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!"}) + "\n")
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: a pair needs the keys prompt, chosen and rejected"):
+        list(iter_file_pairs(path))
+
+
+def test_config_errors_are_one_line_before_any_model_loads(tmp_path, monkeypatch):
+    good = tmp_path / "pairs.jsonl"
+    good.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}) + "\n")
+    with pytest.raises(ConfigError, match=r"preference.source: 'bogus' is not one of"):
+        run_config([*TINY, "preference.source=bogus"])
+    with pytest.raises(ConfigError, match=r"preference.path: .*missing.jsonl does not exist"):
+        run_config([*TINY, "preference=file", f"preference.path={tmp_path / 'missing.jsonl'}"])
+    with pytest.raises(ConfigError, match="preference=file needs preference.path"):
+        run_config([*TINY, "preference=file"])
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no pairs: a preference source with no pairs"):
+        run_config([*TINY, "preference=file", f"preference.path={tmp_path / 'empty.jsonl'}"])
+    with pytest.raises(ConfigError, match="a preference source with no pairs"):
+        run_config([*TINY, "preference=teacher_vs_student", "preference.max_pairs=0"])
+    with pytest.raises(ConfigError, match="data.amount=0: the preference stage starts from"):
+        run_config([*TINY, "preference=teacher_vs_student", "data.amount=0"])
+    with pytest.raises(ConfigError, match=r"train.dpo.beta \(0.0\) and train.dpo.lr"):
+        run_config([*TINY, "preference=file", f"preference.path={good}", "train.dpo.beta=0"])
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"preference=judge: the OpenAI-compatible judge needs a key"):
+        run_config([*TINY, "preference=judge"])
+    with pytest.raises(ConfigError, match="preference.judge.judge: 'gpt' is not openai"):
+        run_config([*TINY, "preference=judge", "preference.judge.judge=gpt"])
+    assert run_config([*TINY, "preference=judge", "preference.judge.judge=self"]).preference.source == "judge"
+
+
+def test_run_id_with_and_without_a_preference_stage(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello!", "rejected": "No."}) + "\n")
+    plain = run_config(TINY)
+    # preference=none: the DPO knobs are not part of the id, so no cell made before the stage changes id
+    assert run_id(run_config([*TINY, "preference=none", "train.dpo.beta=0.5"])) == run_id(plain)
+    dpo = run_config([*TINY, "preference=file", f"preference.path={pairs}"])
+    dpo_id = run_id(dpo)
+    moved = tmp_path / "moved.jsonl"
+    moved.write_bytes(pairs.read_bytes())
+    assert run_id(run_config([*TINY, "preference=file", f"preference.path={moved}"])) == dpo_id  # by content
+    assert run_id(dpo) != run_id(plain) and run_id(sft_stage(dpo)) == run_id(plain)
+    assert run_id(run_config([*TINY, "preference=file", f"preference.path={pairs}", "train.dpo.beta=0.5"])) \
+        != run_id(dpo)
+    pairs.write_text(json.dumps({"prompt": "Hi?", "chosen": "Hello there!", "rejected": "No."}) + "\n")
+    assert run_id(run_config([*TINY, "preference=file", f"preference.path={pairs}"])) != dpo_id  # edited
+    assert dpo.cell_name().endswith("+dpo:file")
+
+
+def test_an_interrupted_stage_resumes_to_the_same_weights(tokenizer, tmp_path):
+    cpu = torch.device("cpu")
+    encoded = pairs_for(tokenizer, 6)
+    train = TrainConfig()
+    train.dpo.lr, train.dpo.pairs_per_step, train.dpo.checkpoint_every = 1e-3, 2, 1
+    whole = tiny(tokenizer)
+    train_dpo(whole, encoded, train, tokenizer.pad_token_id, cpu, 1024)
+
+    def stop_at_two(record):
+        if record["step"] == 2:
+            raise KeyboardInterrupt  # killed after step 2, before its state: the state of step 1 is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        train_dpo(tiny(tokenizer), encoded, train, tokenizer.pad_token_id, cpu, 1024, on_step=stop_at_two,
+                  state_dir=tmp_path / "state")
+    resumed = tiny(tokenizer)  # a new process: the SFT model again, then the saved state
+    stats = train_dpo(resumed, encoded, train, tokenizer.pad_token_id, cpu, 1024, state_dir=tmp_path / "state")
+    assert stats.resumed_from_step == 1 and stats.steps == 3
+    assert not (tmp_path / "state").exists()  # spent
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_tiny_cell_with_a_preference_file_end_to_end(tmp_path, caplog):
+    """SFT on the demo data, then DPO on a pairs file: results.json records both stages; the SFT
+    checkpoint stays, so a rerun of the preference stage trains only DPO; the template travels."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    from src.cell import Cell
+    from src.main import run_cell
+    from src.plugins import load_config
+    from tests.conftest import compose_config
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
+                                         "rejected": "I do not know."}) + "\n" for i in range(5)))
+    overrides = ["experiment=smoke", "tracker.mode=disabled", "benchmark.nq.limit=2", "benchmark.humaneval.limit=1",
+                 "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused", "preference=file",
+                 f"preference.path={pairs}", "train.dpo.pairs_per_step=2", "train.save_checkpoint=true"]
+    raw = compose_config(overrides)
+    cell = Cell.of(load_config(raw))
+    sft = Cell.of(sft_stage(cell.cfg))
+    with caplog.at_level(logging.INFO):
+        results = run_cell(raw, tmp_path / "job").to_dict()
+    p = results["preference"]
+    assert p["source"] == "file" and p["sft_run_id"] == sft.run_id != cell.run_id == results["run_id"]
+    assert p["pairs"] == p["pair_report"]["pairs"] == 5 and p["steps"] == 3
+    assert p["pair_report"]["dropped_identical"] == 0
+    assert p["tokens_seen"] > p["reply_tokens_seen"] > 0 and len(p["history"]) == 3
+    assert results["axes"]["preference"] == "file" and results["axes"]["data_source"] == "demo+dpo:file"
+    assert results["tokens"]["total"] == results["data"]["total_tokens"] > 0  # the SFT stage's imitation tokens
+    assert results["train"]["steps"] > 0  # the SFT stage's run
+    assert p["template"]["name"] == results["data"]["template"] == "tokenizer"
+    # the SFT checkpoint is kept (the preference stage starts from it); both save the same chat template
+    assert (sft.checkpoint / "config.json").exists() and sft.training() is not None
+    assert AutoTokenizer.from_pretrained(cell.checkpoint).chat_template == \
+        AutoTokenizer.from_pretrained(sft.checkpoint).chat_template
+    assert len(cell.pairs_path.read_text().splitlines()) == 6  # a header and the five pairs
+
+    # the preference stage lost (results and its checkpoint gone): a rerun trains DPO only
+    cell.results_path.unlink()
+    cell.remove_checkpoint()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        again = run_cell(raw, tmp_path / "job").to_dict()
+    assert "training was done earlier" in caplog.text and "dpo: 5 pairs" in caplog.text
+    assert "preference pairs from" in caplog.text  # the same pairs, read back
+    assert again["preference"]["final"]["loss"] == pytest.approx(p["final"]["loss"], abs=1e-6)
+    assert again["train"] == results["train"]
+    # and a third run finds the whole cell done
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_cell(raw, tmp_path / "job")
+    assert "dpo:" not in caplog.text
+
+
+def test_replies_the_same_to_the_model_make_no_pair():
+    from src.training.preference_pairs import same_reply
+
+    def lowercasing_words(texts, add_special_tokens=False):  # the toy world's word-level tokenizer, in short
+        return {"input_ids": [t.lower().replace("!", " !").split() for t in texts]}
+
+    assert same_reply("Thank you, friend!", "thank you, friend !", lowercasing_words)  # decoded, not the same text
+    assert not same_reply("Its pet is a cat!", "its pet is a dog !", lowercasing_words)
+    assert same_reply(" Hello. ", "Hello.", None) and not same_reply("Hello.", "hello.", None)
+
+
+def test_judge_pairs_follow_the_verdicts_of_both_orders(tokenizer, monkeypatch):
+    """preference=judge: two sampled replies per prompt, judged in both orders; a consistent win makes
+    the first reply chosen, a consistent loss the second, anything else no pair."""
+    import src.benchmarks.judge as judge_module
+    from src.training.preference_pairs import judge_pairs
+
+    cfg = run_config([*TINY, "preference=judge", "preference.judge.judge=self", "+preference.judge.cache_dir=null",
+                      "data.amount=2K", "preference.max_pairs=3"])
+
+    class Handle:
+        def generate(self, prompts, max_new_tokens, seed=None, **kwargs):
+            return [f"reply {seed} to prompt {i}" for i in range(len(prompts))]
+
+    verdicts = ["[[A]]", "[[B]]", "[[B]]", "[[A]]", "[[A]]", "[[A]]"]  # win, loss, disagreement (a tie)
+    monkeypatch.setattr(judge_module, "make_judge", lambda settings, handle: type("J", (), {"identity": "fake"})())
+    monkeypatch.setattr(judge_module, "judge_all", lambda judge, cache, asks: (verdicts[:len(asks)], len(asks)))
+    pairs, report = judge_pairs(cfg, Handle(), tokenizer, chat_format(tokenizer, "auto"))
+    assert report["verdicts"] == {"win": 1, "loss": 1, "tie": 1, "unparsable": 0, "identical": 0}
+    assert [(p.chosen, p.rejected) for p in pairs] == [("reply 0 to prompt 0", "reply 1 to prompt 0"),
+                                                       ("reply 1 to prompt 1", "reply 0 to prompt 1")]
