@@ -14,13 +14,16 @@
 3. Milestone mode: one run over the largest of 4 budgets, saving all 4, vs the largest run alone
    (target <= 1.2x it) and vs 4 separate runs (once, not repeated), on SmolLM2 so that the model's time
    dominates the bookkeeping (BENCH_MILESTONE_MODEL=tiny for the bookkeeping alone).
+4. One training step with bf16 weights (fp32 master weights and AdamW state) vs fp32 throughout: the
+   recipe stays fp32 on CPU unless this pays.
 
-BENCH_TRAIN_EXAMPLES, BENCH_REPEATS and BENCH_TRAIN_BLOCKS (e.g. "512,2048") shrink a run on a busy
-machine; the row names say what ran.
+BENCH_TRAIN_EXAMPLES, BENCH_REPEATS, BENCH_TRAIN_BLOCKS (e.g. "512,2048") and BENCH_MILESTONE_SEPARATE=0
+(no separate runs) shrink a run on a busy machine; the row names say what ran.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -51,6 +54,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 BLOCKS = [int(b) for b in os.environ.get("BENCH_TRAIN_BLOCKS", "512,2048").split(",")]
 MEMORY_BLOCK = 2048
 BUDGETS = [1_000, 2_000, 3_000, 4_000]
+SEPARATE = os.environ.get("BENCH_MILESTONE_SEPARATE", "1") != "0"  # 0: skip the 4 separate runs (a shorter bench)
 
 
 def sharegpt_like(tokenizer, fmt, n_examples: int, cap: int, seed: int = 0) -> list[Rendered]:
@@ -196,20 +200,77 @@ def milestones_vs_separate() -> list[dict]:
     largest, milestone = [], []
     with tempfile.TemporaryDirectory() as store:
         trained(f"{store}/warm", BUDGETS[0])  # fill the prepare cache and the page cache first
-        separate = sum(timed(lambda a=a: trained(f"{store}/separate", a)) for a in BUDGETS)
+        separate = sum(timed(lambda a=a: trained(f"{store}/separate", a)) for a in BUDGETS) if SEPARATE else None
         for i in range(REPEATS):
             largest.append(timed(lambda i=i: trained(f"{store}/largest{i}", BUDGETS[-1])))
             milestone.append(timed(lambda i=i: trained(f"{store}/milestone{i}", BUDGETS[0], "train.mode=milestone")))
+            print(f"milestones repeat {i + 1}/{REPEATS}: milestone run {milestone[-1]:.1f} s, largest alone "
+                  f"{largest[-1]:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     label = "/".join(f"{b // 1000}K" for b in BUDGETS)
     one, alone = statistics.median(milestone), statistics.median(largest)
-    return [
+    rows = [] if separate is None else [
         {"name": f"milestone mode, {label} tokens ({name}): 1 run vs 4 separate runs (s; separate once)", "ours": one,
-         "baseline": separate, "ratio": separate / one, "unit": "seconds (lower is better)"},
+         "baseline": separate, "ratio": separate / one, "unit": "seconds (lower is better)"}]
+    return rows + [
         {"name": f"milestone mode, {label} tokens ({name}): 1 run vs the {label.split('/')[-1]} run alone (s), "
                  f"median of {REPEATS}", "ours": one, "baseline": alone, "ratio": one / alone, "target": "<= 1.2x",
          "unit": "seconds; ratio = ours / baseline", "repeats": {"ours": milestone, "baseline": largest}},
     ]
 
 
+def _fp32_step(model, optimizer, batch) -> None:
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _bf16_master_step(model, masters, optimizer, batch) -> None:
+    """bf16 weights for forward and backward; their fp32 master copies and fp32 AdamW state take the step."""
+    model(**batch).loss.backward()
+    for p, master in zip(model.parameters(), masters, strict=True):
+        master.grad = p.grad.float()
+        p.grad = None
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for p, master in zip(model.parameters(), masters, strict=True):
+            p.copy_(master)
+
+
+def bf16_weights_vs_fp32(steps: int = 3, tokens: int = 256) -> list[dict]:
+    """Seconds per training step (forward, backward, fused AdamW) on one row of `tokens`: bf16 weights
+    with fp32 master weights and optimizer state (the usual mixed-precision recipe) vs fp32 throughout.
+    On CPU it pays only where the cores have bf16 matrix units (AVX512-BF16 or AMX)."""
+    name = os.environ.get("BENCH_TRAIN_MODEL", "smollm2_135m")
+    model_cfg = model_config_by_name(name)
+    tokenizer = load_tokenizer(model_cfg, CACHE)
+    cpu = torch.device("cpu")
+    ids = torch.randint(0, len(tokenizer), (1, tokens), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "labels": ids}
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(REPEATS):
+        for kind in ("fp32", "bf16"):
+            model = load_model(model_cfg, tokenizer, CACHE, cpu).train()
+            if kind == "bf16":
+                masters = [p.detach().clone().float() for p in model.parameters()]
+                model.to(torch.bfloat16)
+                step = functools.partial(_bf16_master_step, model, masters,
+                                         torch.optim.AdamW(masters, lr=5e-5, fused=True), batch)
+            else:
+                step = functools.partial(_fp32_step, model, torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True),
+                                         batch)
+            step()  # allocates the optimizer state
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[kind].append((time.perf_counter() - start) / steps)
+            print(f"bf16 bench {kind}: {times[kind][-1]:.2f} s/step (load {os.getloadavg()[0]:.1f})", flush=True)
+    ours, baseline = statistics.median(times["bf16"]), statistics.median(times["fp32"])
+    return [{"name": f"training step, {name}, 1 row of {tokens}: bf16 weights + fp32 master and AdamW state vs fp32 "
+                     f"(s/step, {steps} steps, median of {REPEATS})",
+             "ours": ours, "baseline": baseline, "ratio": baseline / ours, "unit": "s/step; ratio = speed-up",
+             "repeats": {"ours": times["bf16"], "baseline": times["fp32"]}}]
+
+
 def run() -> list[dict]:
-    return loop_vs_trainer() + peak_memory_rows() + milestones_vs_separate()
+    return loop_vs_trainer() + peak_memory_rows() + milestones_vs_separate() + bf16_weights_vs_fp32()

@@ -8,8 +8,10 @@ subject; fields question, choices, answer as an index). The prompt is lm-evaluat
     <question>\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: <letter>\\n\\n   (k dev examples)
     <question>\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer:
 
-Modes: `letter` compares the next-token log-probs of " A".." D" in one forward per question, with
-the subject's shared k-shot prefix run once (its KV cache reused); `loglikelihood` scores each choice
+Modes: `letter` compares the next-token log-probs of " A".." D" after each question; the subject's
+shared k-shot prefix runs once and its KV cache is shared by every question of the subject, whose
+suffixes run `batch_size` at a time packed end to end in one row against it (src/models/hf.py; the
+same predictions as one whole forward per question, and as lm-evaluation-harness); `loglikelihood` scores each choice
 as a continuation (" A" or the answer text, `choice_text`), four sequences per question. Metrics:
 macro accuracy (unweighted mean over subjects, the study's number) and micro accuracy (over questions).
 """

@@ -15,6 +15,8 @@ from src.models.load import load_model, load_tokenizer
 from src.models.prompts import chat_prompt, cut_at_stop, encode_prompt, split_requests
 from src.progress import progress
 
+PACK_TOKENS = 512  # suffix tokens per forward on a shared prefix: each attends over prefix + pack
+
 
 class ModelHandle:
     """What a benchmark sees of a model: batched generation and batched log-likelihoods."""
@@ -132,43 +134,78 @@ class ModelHandle:
         """Log-softmax over the vocabulary at the given positions of each sequence ([len(pos), vocab]).
 
         Shared prefix: the longest common token prefix (cut at tokens, not characters: text ending in a blank
-        line does not tokenize to a prefix of the whole prompt) is run once; its KV cache is copied over each
-        batch and only the suffixes are run. Suffixes are right-padded: causal attention never lets a
-        real token see a pad after it, and positions continue from the prefix length."""
+        line does not tokenize to a prefix of the whole prompt) is run once, and only the suffixes are run
+        against its KV cache (see _suffixes_on_prefix). Without one, sequences run in right-padded batches:
+        causal attention never lets a real token see a pad after it."""
         self.model.eval()
         prefix_len = _common_prefix_length(sequences) if shared_prefix and len(sequences) > 1 else 0
         # every suffix keeps at least one token and every wanted position stays in the suffix
         prefix_len = min([prefix_len] + [p[0] for p in positions])
-        cache = None
-        decoder, head = self.model.base_model, self.model.get_output_embeddings()
         if prefix_len > 0:
-            prefix = torch.tensor([sequences[0][:prefix_len]], device=self.device)
-            cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+            return self._suffixes_on_prefix(sequences, positions, prefix_len, batch_size, desc)
+        decoder = self.model.base_model
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))  # similar lengths together
         results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         pad = self.tokenizer.pad_token_id
         for batch in progress(batches, desc):
-            suffixes = [sequences[i][prefix_len:] for i in batch]
-            width = max(len(s) for s in suffixes)
+            width = max(len(sequences[i]) for i in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), prefix_len + width), dtype=torch.long)
-            attention[:, :prefix_len] = 1
-            for row, suffix in enumerate(suffixes):
-                input_ids[row, :len(suffix)] = torch.tensor(suffix)
-                attention[row, prefix_len:prefix_len + len(suffix)] = 1
-            kwargs = {"use_cache": False}
-            if cache is not None:
-                batch_cache = copy.deepcopy(cache)
-                batch_cache.batch_repeat_interleave(len(batch))
-                kwargs = {"past_key_values": batch_cache, "use_cache": True}
-            hidden = decoder(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                             **kwargs).last_hidden_state
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
             for row, i in enumerate(batch):
-                wanted = torch.tensor(positions[i], device=self.device) - prefix_len
-                logits = head(hidden[row, wanted]).float()  # only the positions asked for: vocabularies are big
-                results[i] = torch.log_softmax(logits, dim=-1).cpu()
+                input_ids[row, :len(sequences[i])] = torch.tensor(sequences[i])
+                attention[row, :len(sequences[i])] = 1
+            hidden = decoder(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                             use_cache=False).last_hidden_state
+            for row, i in enumerate(batch):
+                results[i] = self._head_logprobs(hidden[row], positions[i])
         return results
+
+    def _suffixes_on_prefix(self, sequences: list[list[int]], positions: list[list[int]], prefix_len: int,
+                            batch_size: int, desc: str) -> list[torch.Tensor]:
+        """The prefix runs once; then up to `batch_size` suffixes at a time (at most PACK_TOKENS tokens
+        unless one suffix is longer) are laid end to end in one row after it, with a mask that lets each
+        suffix token see the whole prefix and the earlier tokens of its own suffix only, and positions
+        that continue from the prefix for each suffix. One row: the prefix's keys and values are never
+        copied per question (a batch of B rows would repeat them B times) and no pad is computed."""
+        decoder = self.model.base_model
+        prefix = torch.tensor([sequences[0][:prefix_len]], device=self.device)
+        cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+        results: list[torch.Tensor] = [torch.empty(0)] * len(sequences)
+        groups: list[list[int]] = [[]]
+        tokens = 0
+        for i in range(len(sequences)):
+            size = len(sequences[i]) - prefix_len
+            if groups[-1] and (len(groups[-1]) >= batch_size or tokens + size > PACK_TOKENS):
+                groups.append([])
+                tokens = 0
+            groups[-1].append(i)
+            tokens += size
+        for group in progress(groups, desc):
+            suffixes = [sequences[i][prefix_len:] for i in group]
+            width = sum(len(s) for s in suffixes)
+            mask = torch.zeros((1, 1, width, prefix_len + width), dtype=torch.bool)
+            mask[..., :prefix_len] = True
+            position_ids, at = [], 0
+            for suffix in suffixes:
+                n = len(suffix)
+                mask[0, 0, at:at + n, prefix_len + at:prefix_len + at + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                position_ids += range(prefix_len, prefix_len + n)
+                at += n
+            input_ids = torch.tensor([[t for s in suffixes for t in s]], device=self.device)
+            hidden = decoder(input_ids=input_ids, attention_mask=mask.to(self.device),
+                             position_ids=torch.tensor([position_ids], device=self.device),
+                             past_key_values=copy.deepcopy(cache), use_cache=True).last_hidden_state[0]
+            at = 0
+            for i, suffix in zip(group, suffixes, strict=True):
+                results[i] = self._head_logprobs(hidden[at:at + len(suffix)], [p - prefix_len for p in positions[i]])
+                at += len(suffix)
+        return results
+
+    def _head_logprobs(self, hidden: torch.Tensor, wanted: list[int]) -> torch.Tensor:
+        """Log-softmax of the output head at the `wanted` rows of `hidden` only: vocabularies are big."""
+        logits = self.model.get_output_embeddings()(hidden[torch.tensor(wanted, device=hidden.device)]).float()
+        return torch.log_softmax(logits, dim=-1).cpu()
 
 
 def _common_prefix_length(sequences: list[list[int]]) -> int:

@@ -147,3 +147,28 @@ def test_real_model_fast_path_same_predictions():
         outputs.append([p["output"] for p in result.predictions])
     assert outputs[0] == outputs[1] == outputs[2]
     assert result.metrics["acc_macro"] == pytest.approx(1 / 3)
+
+
+@torch.no_grad()
+def test_packed_suffixes_on_the_cached_prefix_equal_the_uncached_scorer(tiny_handle, tmp_path, monkeypatch):
+    """The cached scorer (each subject's 5-shot prefix run once, the questions' suffixes packed into
+    rows against its KV cache) against the uncached one (every whole prompt in its own batch row), on
+    MMLU-format questions of the bench's length profiles: the same predictions exactly, and log-probs
+    within 1e-4. The tolerance: both are float32 and differ only in summation order (attention over
+    a cache plus a mask vs one causal pass); measured here: at most 9.5e-7."""
+    import src.models.hf as hf
+    from bench.eval_speed import write_mmlu_like
+
+    subjects = write_mmlu_like(tmp_path, n_questions=16, seed=1)
+    monkeypatch.setattr(hf, "PACK_TOKENS", 150)  # several packs per subject, one suffix alone when it is longer
+    settings = {"path": str(tmp_path), "subjects": subjects, "shots": 5, "prompt_format": "plain"}
+    cached = run_benchmark("mmlu", {**settings, "batch_size": 3}, tiny_handle)
+    plain = run_benchmark("mmlu", {**settings, "shared_prefix": False, "batch_size": 2}, tiny_handle)
+    assert [p["output"] for p in cached.predictions] == [p["output"] for p in plain.predictions]
+    assert len(cached.predictions) == 16
+    for subject in subjects:
+        prompts = [p["prompt"] for p in cached.predictions if p["subject"] == subject]
+        ids = [tiny_handle.encode(prompts[0] + f" {x}")[-1] for x in LETTERS]
+        fast = tiny_handle.next_token_logprobs(prompts, ids, batch_size=3, shared_prefix=True)
+        slow = tiny_handle.next_token_logprobs(prompts, ids, batch_size=1, shared_prefix=False)
+        assert torch.allclose(torch.tensor(fast), torch.tensor(slow), atol=1e-4, rtol=0)
