@@ -97,7 +97,11 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
 
     def write(folder: Path) -> None:  # rows go straight into the entry's arrays as they are packed
         writer = RowWriter(folder, len(tokenizer), block_length)
-        made["data"] = data = _prepare_stream(*job, emit=writer.add, scratch=folder)
+        try:
+            made["data"] = data = _prepare_stream(*job, emit=writer.add, scratch=folder)
+        except BaseException:
+            writer.abandon()
+            raise
         writer.close()
         data.rows = PreparedRows(folder)  # so the summary counts them
         write_json_atomic(folder / "summary.json", data.summary() | {"cache": "hit", "milestones": data.milestones})

@@ -91,7 +91,7 @@ class RowWriter:
     block in memory, never the whole set."""
 
     def __init__(self, folder: Path, vocab_size: int, block_length: int):
-        self.folder = folder
+        self.folder, self.vocab_size = folder, vocab_size
         self.dtypes = {"input_ids": id_dtype(vocab_size), "loss_mask": np.dtype(np.uint8),
                        "position_ids": position_dtype(block_length)}
         self.parts = {name: open(folder / f".{name}.raw", "wb") for name in self.dtypes}
@@ -104,10 +104,19 @@ class RowWriter:
         mask = labels != IGNORE
         if not np.array_equal(labels[mask], ids[mask]):
             raise ValueError("a packed row labels a token with another token: the loss mask cannot hold it")
+        if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(self.dtypes["input_ids"]).max):
+            # len(tokenizer) understated the vocabulary: a narrow dtype would wrap the id silently
+            raise ValueError(f"token id {int(ids.max())} does not fit {self.dtypes['input_ids']} (vocabulary "
+                             f"{self.vocab_size}): the tokenizer's length understates its ids")
         for name, values in (("input_ids", ids), ("loss_mask", mask), ("position_ids", row.position_ids)):
             self.parts[name].write(np.asarray(values).astype(self.dtypes[name]).tobytes())
         self.lengths.append(len(ids))
         self.tokens += len(ids)
+
+    def abandon(self) -> None:
+        """A prepare that failed: the raw files' handles closed (the store removes the folder)."""
+        for handle in self.parts.values():
+            handle.close()
 
     def close(self) -> None:
         """Each raw file becomes a .npy array: a header, then the same bytes, copied a block at a time."""

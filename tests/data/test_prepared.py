@@ -59,3 +59,13 @@ def test_a_label_other_than_its_token_is_refused(tmp_path):
         assert "loss mask" in str(err)
     else:
         raise AssertionError("a label the mask cannot hold was accepted")
+
+
+def test_an_id_past_the_narrow_dtype_is_refused_not_wrapped(tmp_path):
+    import pytest
+
+    writer = RowWriter(tmp_path, vocab_size=100, block_length=4)  # uint16: ids up to 65,535
+    with pytest.raises(ValueError, match="70000 does not fit uint16"):
+        writer.add(PackedRow([70000, 3], [IGNORE, 3], [0, 1], [0, 0]))
+    writer.abandon()
+    assert all(handle.closed for handle in writer.parts.values())
