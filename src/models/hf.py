@@ -108,7 +108,7 @@ class ModelHandle:
         requests is run once and its KV cache reused for every batch (the k-shot block in MMLU)."""
         sequences, starts = split_requests(self.encode, requests, chat)
         positions = [list(range(start - 1, len(seq) - 1)) for seq, start in zip(sequences, starts, strict=True)]
-        rows = self._logprobs_at(sequences, positions, batch_size, shared_prefix, desc)
+        rows = self.logprobs_at(sequences, positions, batch_size, shared_prefix, desc)
         results = []
         for seq, start, logprobs in zip(sequences, starts, rows, strict=True):
             target = torch.tensor(seq[start:])
@@ -125,13 +125,15 @@ class ModelHandle:
         (MMLU's answer letters), with the prompts' shared token prefix computed once."""
         sequences = [self.encode(p, chat) for p in prompts]
         positions = [[len(seq) - 1] for seq in sequences]
-        rows = self._logprobs_at(sequences, positions, batch_size, shared_prefix, desc)
+        rows = self.logprobs_at(sequences, positions, batch_size, shared_prefix, desc)
         ids = torch.tensor(list(token_ids))
         return [row[0, ids].tolist() for row in rows]
 
-    def _logprobs_at(self, sequences: list[list[int]], positions: list[list[int]], batch_size: int,
-                     shared_prefix: bool, desc: str) -> list[torch.Tensor]:
+    def logprobs_at(self, sequences: list[list[int]], positions: list[list[int]], batch_size: int,
+                    shared_prefix: bool, desc: str) -> list[torch.Tensor]:
         """Log-softmax over the vocabulary at the given positions of each sequence ([len(pos), vocab]).
+        Public for callers that need whole distributions, not a continuation's log-likelihood (the
+        uncertainty selector's entropy, src/teacher/select.py); the hf backend's own.
 
         Shared prefix: the longest common token prefix (cut at tokens, not characters: text ending in a blank
         line does not tokenize to a prefix of the whole prompt) is run once, and only the suffixes are run

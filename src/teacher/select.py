@@ -129,7 +129,7 @@ def reply_entropy(handle, prompts: Sequence[str], max_new_tokens: int = 32, batc
         # whole[n_context:], chosen at n_context - 1 ... len(whole) - 2 (an empty reply: the first alone)
         sequences.append(whole)
         positions.append(list(range(n_context - 1, max(len(whole) - 1, n_context))))
-    rows = handle._logprobs_at(sequences, positions, batch_size, shared_prefix=False, desc="student entropy")
+    rows = handle.logprobs_at(sequences, positions, batch_size, shared_prefix=False, desc="student entropy")
     return [float(torch.special.entr(row.exp()).sum(dim=-1).mean()) for row in rows]
 
 

@@ -176,65 +176,67 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     loss_impl = cross_entropy.resolve(cfg.loss, device)
     own_attention = attention.use(model, attention_impl)  # restored after training: evaluation runs on it
     compiled = compile_decoder(model) if cfg.compile else None
-    stats = TrainStats(world_size=dist.world, precision=cfg.precision,
-                       flops_per_token=flops_per_token(model, cfg.block_length),
-                       attention=attention_impl, loss=loss_impl, compiled=cfg.compile)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not cfg.deepspeed:
-        dist.broadcast_weights(model)
-    optimizer = make_optimizer(params, cfg)
-    scheduler = make_scheduler(optimizer, len(steps), cfg)
-    engine = None
-    if cfg.deepspeed:
-        engine, optimizer, scheduler = ds.start_engine(model, optimizer, scheduler, cfg, dist.world)
-    opt = _Optimization(engine if engine is not None else model, engine, optimizer, scheduler, params, cfg, dist,
-                        attention_impl, loss_impl)
+    try:
+        stats = TrainStats(world_size=dist.world, precision=cfg.precision,
+                           flops_per_token=flops_per_token(model, cfg.block_length),
+                           attention=attention_impl, loss=loss_impl, compiled=cfg.compile)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not cfg.deepspeed:
+            dist.broadcast_weights(model)
+        optimizer = make_optimizer(params, cfg)
+        scheduler = make_scheduler(optimizer, len(steps), cfg)
+        engine = None
+        if cfg.deepspeed:
+            engine, optimizer, scheduler = ds.start_engine(model, optimizer, scheduler, cfg, dist.world)
+        opt = _Optimization(engine if engine is not None else model, engine, optimizer, scheduler, params, cfg, dist,
+                            attention_impl, loss_impl)
 
-    def export(folder: Path) -> None:
-        """The whole model in HF format, written by rank 0 (ZeRO-3 gathers the shards first)."""
-        state = ds.consolidated_state(engine)
-        if dist.main:
-            shutil.rmtree(folder, ignore_errors=True)
-            model.save_pretrained(folder, state_dict=state)
-        dist.barrier()
+        def export(folder: Path) -> None:
+            """The whole model in HF format, written by rank 0 (ZeRO-3 gathers the shards first)."""
+            state = ds.consolidated_state(engine)
+            if dist.main:
+                shutil.rmtree(folder, ignore_errors=True)
+                model.save_pretrained(folder, state_dict=state)
+            dist.barrier()
 
-    first_step = 0
-    if (resume := ckpt.latest(state_dir)) is not None:
-        first_step = _load_state(resume, model, optimizer, scheduler, engine, stats, dist)
-        log.info("resuming from %s: step %d of %d", resume, first_step, len(steps))
+        first_step = 0
+        if (resume := ckpt.latest(state_dir)) is not None:
+            first_step = _load_state(resume, model, optimizer, scheduler, engine, stats, dist)
+            log.info("resuming from %s: step %d of %d", resume, first_step, len(steps))
 
-    # --- train ---------------------------------------------------------------------------------
-    model.train()
-    start, tokens_this_run = time.perf_counter(), 0
-    bar = progress(range(first_step, len(steps)), "train", disable=not dist.main)
-    for step in bar:
-        step_rows = [rows[i] for i in steps[step]]
-        loss_sum, grad_norm, lr = opt.step(step, step_rows, pad_id, device)
-        step_tokens = sum(len(r.input_ids) for r in step_rows)
-        stats.steps = step + 1
-        stats.tokens_seen += step_tokens
-        stats.loss_tokens_seen += loss_tokens(step_rows)
-        stats.final_loss = loss_sum
-        tokens_this_run += step_tokens
-        record = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
-                  "tokens_seen": stats.tokens_seen, "tokens_per_s": tokens_this_run / (time.perf_counter() - start)}
-        if (step + 1) % cfg.log_every == 0 or step + 1 == len(steps):
-            stats.history.append(record)
-            if on_step and dist.main:
-                on_step(record)
-        bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
+        # --- train ---------------------------------------------------------------------------------
+        model.train()
+        start, tokens_this_run = time.perf_counter(), 0
+        bar = progress(range(first_step, len(steps)), "train", disable=not dist.main)
+        for step in bar:
+            step_rows = [rows[i] for i in steps[step]]
+            loss_sum, grad_norm, lr = opt.step(step, step_rows, pad_id, device)
+            step_tokens = sum(len(r.input_ids) for r in step_rows)
+            stats.steps = step + 1
+            stats.tokens_seen += step_tokens
+            stats.loss_tokens_seen += loss_tokens(step_rows)
+            stats.final_loss = loss_sum
+            tokens_this_run += step_tokens
+            record = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
+                      "tokens_seen": stats.tokens_seen, "tokens_per_s": tokens_this_run / (time.perf_counter() - start)}
+            if (step + 1) % cfg.log_every == 0 or step + 1 == len(steps):
+                stats.history.append(record)
+                if on_step and dist.main:
+                    on_step(record)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
 
-        for point in saves_at.get(step, []):
-            point.save(finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world), export)
-        if state_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                and step + 1 < len(steps):
-            _save_state(state_dir, step + 1, model, optimizer, scheduler, engine, stats, dist)
+            for point in saves_at.get(step, []):
+                point.save(finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world), export)
+            if state_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                    and step + 1 < len(steps):
+                _save_state(state_dir, step + 1, model, optimizer, scheduler, engine, stats, dist)
 
-    # --- done ----------------------------------------------------------------------------------
-    finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world)
-    model.eval()
-    attention.restore(model, own_attention)
-    uncompile(compiled)
+        # --- done ----------------------------------------------------------------------------------
+        finish(stats, tokens_this_run, time.perf_counter() - start, device, cfg, dist.world)
+        model.eval()
+    finally:  # evaluation (or the caller, after a failed run) gets the model's own attention back
+        attention.restore(model, own_attention)
+        uncompile(compiled)
     if state_dir is not None and dist.main:
         shutil.rmtree(state_dir, ignore_errors=True)  # the run is complete: its resumable states are spent
     dist.barrier()

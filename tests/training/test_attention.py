@@ -227,3 +227,28 @@ def test_gpu_implementations_give_the_dense_mask_gradients(tokenizer, implementa
     tolerance = 1e-4 if dtype == torch.float32 else 2e-2  # bf16 keeps 8 bits of mantissa
     for a, b in zip(dense, other, strict=True):
         assert (a - b).abs().max() <= tolerance * max(1.0, a.abs().max().item())
+
+
+def test_a_failed_run_gives_the_model_its_own_attention_back(tokenizer, monkeypatch):
+    # a training-only implementation switched on for the run (here eager, so it runs on CPU), then a
+    # failure mid-run: the caller's model must evaluate on its own implementation again
+    from src.training import loop
+
+    rows = pack(examples_of(tokenizer, 4), 32)[:4]
+    model = tiny(tokenizer).train()
+    own = model.config._attn_implementation
+
+    def switch(m, implementation):
+        m.set_attn_implementation("eager")
+        return own
+
+    monkeypatch.setattr(loop.attention, "use", switch)
+
+    def fail(record):
+        assert model.config._attn_implementation == "eager"  # the run's implementation is on
+        raise RuntimeError("stopped mid-run")
+
+    with pytest.raises(RuntimeError, match="stopped mid-run"):
+        train(model, rows, TrainConfig(rows_per_step=2, block_length=32, log_every=1), tokenizer.pad_token_id, CPU,
+              on_step=fail)
+    assert own != "eager" and model.config._attn_implementation == own
