@@ -450,7 +450,9 @@ def _build(cls: type, raw: Any, path: str) -> Any:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), list(fields), n=1)
         hint = f" (did you mean '{_join(path, close[0])}'?)" if close else f" (known: {', '.join(fields)})"
-        raise ConfigError(f"unknown config key '{_join(path, key)}'{hint}")
+        name = _join(path, key)
+        name = name if name.isprintable() else repr(name)[1:-1]  # one line, even for a key holding a newline
+        raise ConfigError(f"unknown config key '{name}'{hint}")
     values = {}
     for name, f in fields.items():
         if name not in raw:

@@ -27,7 +27,8 @@ def test_tiny_cell(tmp_path):
 
     results = json.loads((work / "results.json").read_text())
     assert results["run_id"] == cell.run_id
-    assert results["axes"] == {"model": "tiny", "data_source": "demo", "amount": 600, "amount_label": "600", "seed": 0}
+    assert results["axes"] == {"model": "tiny", "data_source": "demo", "amount": 600, "amount_label": "600", "seed": 0,
+                               "preference": "none"}
     assert results["tokens"]["total"] == 600
     assert 0 < results["tokens"]["loss_bearing"] < 600
     assert results["train"]["tokens_seen"] == 600  # exactly the budget went through the model

@@ -70,12 +70,11 @@ def model_config_by_name(name: str, seed: int = 0) -> ModelConfig:
     """Read conf/model/<name>.yaml directly (used for tokenizer_of, local judges and teachers).
 
     Outside a Hydra composition `${seed}` (a toy model's world follows the run's seed) has no root to
-    resolve against: it is resolved here against `seed`."""
+    resolve against: it is resolved here against `seed`. A plug-in's model source (the toy world's) must
+    be registered first (import src.plugins, as the callers do)."""
     path = PROJECT_ROOT / "conf" / "model" / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"model.tokenizer_of: no model config {path}")
-    import src.plugins  # noqa: F401  a plug-in's model source (the toy world's) must be registered to validate it
-
     root = OmegaConf.create({"seed": seed, "model": OmegaConf.load(path)})
     raw = OmegaConf.to_container(root, resolve=True)["model"]
     cfg = build_dataclass(ModelConfig, raw, "model")

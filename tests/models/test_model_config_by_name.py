@@ -2,6 +2,7 @@
 
 import pytest
 
+import src.plugins  # noqa: F401  registers the toy world's model source, as every caller does
 from src.config import ConfigError
 from src.models.sources import model_config_by_name
 
