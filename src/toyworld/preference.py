@@ -15,14 +15,13 @@ numbers with the thresholds below; it says so when they do not show an effect.
 from __future__ import annotations
 
 import csv
-import math
 import statistics
 from pathlib import Path
 
 from src.config import parse_amount
 from src.io import write_json_atomic, write_text_atomic
 from src.store import default_cache_dir
-from src.toyworld.selection import T_975, compose
+from src.toyworld.selection import compose, seed_interval
 
 QA, MENTIONS, CLOZE, STYLE = "toy_qa/em", "toy_qa/mentions", "toy_cloze/acc", "toy_style/style_score"
 QA_MOVED = 0.05  # DPO moves chat QA: the mean paired gain over seeds is at least this, and positive in every seed
@@ -66,14 +65,6 @@ def run_cells(seed: int, amounts: list[int], cache_dir: str, out: Path) -> list[
     return rows
 
 
-def _interval(deltas: list[float]) -> tuple[float, float] | None:
-    if len(deltas) < 2:
-        return None
-    half = T_975.get(len(deltas) - 1, 1.96) * statistics.stdev(deltas) / math.sqrt(len(deltas))
-    mean = statistics.fmean(deltas)
-    return (mean - half, mean + half)
-
-
 def paired(rows: list[dict]) -> list[dict]:
     """Per budget: DPO minus its SFT cell, per seed, for every metric."""
     by = {(r["seed"], r["stage"], r["amount"]): r for r in rows}
@@ -87,7 +78,7 @@ def paired(rows: list[dict]) -> list[dict]:
             deltas = [by[(s, "dpo", amount)][metric] - by[(s, "sft", amount)][metric] for s in seeds]
             entry[metric] = {"sft": statistics.fmean(by[(s, "sft", amount)][metric] for s in seeds),
                              "dpo": statistics.fmean(by[(s, "dpo", amount)][metric] for s in seeds),
-                             "deltas": deltas, "delta": statistics.fmean(deltas), "ci95": _interval(deltas)}
+                             "deltas": deltas, "delta": statistics.fmean(deltas), "ci95": seed_interval(deltas)}
         entry["reward_accuracy_final"] = [by[(s, "dpo", amount)]["reward_accuracy_final"] for s in seeds]
         entry["pairs"] = [by[(s, "dpo", amount)]["pairs"] for s in seeds]
         out.append(entry)

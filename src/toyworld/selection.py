@@ -127,7 +127,8 @@ class Comparison:
     verdict: str
 
 
-def _interval(deltas: list[float]) -> tuple[float, float] | None:
+def seed_interval(deltas: list[float]) -> tuple[float, float] | None:
+    """The t interval over the seeds' paired deltas (None with one seed)."""
     if len(deltas) < 2:
         return None
     half = T_975.get(len(deltas) - 1, 1.96) * statistics.stdev(deltas) / math.sqrt(len(deltas))
@@ -147,7 +148,7 @@ def compare(rows: list[dict]) -> list[Comparison]:
         mine = [qa[(s, selector, n)] for s in paired]
         theirs = [qa[(s, "random", n)] for s in paired]
         deltas = [a - b for a, b in zip(mine, theirs, strict=True)]
-        ci = _interval(deltas)
+        ci = seed_interval(deltas)
         if ci is None:
             verdict = "cannot tell (one seed)"
         elif ci[0] > 0:
