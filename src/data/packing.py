@@ -112,7 +112,7 @@ class StreamPacker:
             piece_ids = input_ids[start:start + room]
             piece_labels = list(labels[start:start + room])
             piece_labels[0] = IGNORE  # nothing in its own example predicts a piece's first token
-            self.loss_placed += sum(label != IGNORE for label in piece_labels)
+            self.loss_placed += len(piece_labels) - piece_labels.count(IGNORE)  # C speed: a row is 2K tokens
             segment = self.row.segment_ids[-1] + 1 if self.row.segment_ids else 0
             self.row.input_ids += piece_ids
             self.row.labels += piece_labels
