@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.io import write_json_atomic, write_text_atomic
+from src.report.stats import t975  # the one t table: the uncertainty issue's
 from src.store import default_cache_dir
 from src.teacher.select import SELECTORS, load_or_select
 from src.toyworld.files import data_dir, local_conversations
@@ -29,7 +30,6 @@ from src.toyworld.world import WorldSpec, make_world
 
 QA, CLOZE = "toy_qa/em", "toy_cloze/acc"
 TEACHER_QA = 1.0  # the oracle answers every question right (conf/teacher/toyworld.yaml)
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def compose(overrides: list[str]) -> dict:
@@ -131,7 +131,7 @@ def seed_interval(deltas: list[float]) -> tuple[float, float] | None:
     """The t interval over the seeds' paired deltas (None with one seed)."""
     if len(deltas) < 2:
         return None
-    half = T_975.get(len(deltas) - 1, 1.96) * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    half = t975(len(deltas) - 1) * statistics.stdev(deltas) / math.sqrt(len(deltas))
     mean = statistics.fmean(deltas)
     return (mean - half, mean + half)
 
