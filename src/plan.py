@@ -49,12 +49,12 @@ def _flops_per_token(model_key: str, block_length: int) -> float | None:
     if config is None:
         return None
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from src.models.load import auto_class
     from src.training.throughput import flops_per_token
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = auto_class(config).from_config(config)
     return flops_per_token(model, block_length)
 
 
@@ -78,7 +78,7 @@ def architecture(cfg: ModelConfig, cache_dir: str):
 
 
 def _local_architecture(cfg: ModelConfig, cache_dir: str):
-    from transformers import AutoConfig, LlamaConfig
+    from transformers import AutoConfig, LlamaConfig, T5Config
 
     from src.models.sources import converted_gguf, model_config_by_name
 
@@ -90,7 +90,11 @@ def _local_architecture(cfg: ModelConfig, cache_dir: str):
         return AutoConfig.from_pretrained(folder) if folder else None
     if cfg.init is not None and cfg.tokenizer_of:
         vocab = architecture(model_config_by_name(cfg.tokenizer_of), cache_dir)
-        return LlamaConfig(vocab_size=vocab.vocab_size, **cfg.init) if vocab is not None else None
+        if vocab is None:
+            return None
+        fields = dict(cfg.init)
+        model_type = fields.pop("model_type", "llama")
+        return (T5Config if model_type == "t5" else LlamaConfig)(vocab_size=vocab.vocab_size, **fields)
     return None  # a model built here (the toy world's): its shape is known once it is pretrained
 
 

@@ -133,3 +133,70 @@ class StreamPacker:
         self._flush()
         self.ends += [self.rows] * (self.n_boundaries - len(self.ends))  # every boundary past the data
         return self.ends[:self.n_boundaries]
+
+
+class TurnRows(StreamPacker):
+    """The encoder-decoder layout (T5): no packing; one row per assistant reply. The stream is cut at
+    the budget boundaries exactly as StreamPacker cuts it (the budget counts the same formatted
+    tokens for both architectures, each conversation once), then each piece gives one row per run of
+    labelled tokens (a reply and its end-of-turn token): the encoder reads every token of the piece
+    before the reply (the history through the user turn and the generation prompt), the decoder the
+    reply. A row is stored as encoder then decoder tokens, labels IGNORE on the encoder, positions
+    restarting at 0 where the decoder starts (so its segment id is 1: collate_seq2seq splits there).
+
+    What the layout costs or leaves out is counted, never dropped silently: the history is re-read by
+    every later turn's encoder (encoder_tokens against the budget's tokens); a reply the budget or a
+    boundary cut so that it starts a piece has no history to encode and gives no row
+    (dropped_loss_tokens); an encoder longer than block_length keeps its last block_length tokens and a
+    decoder its first (truncated_tokens, of which the decoder's count as dropped loss too)."""
+
+    def __init__(self, block_length: int, emit, boundaries: list[int] = (), on_boundary=lambda: None):
+        super().__init__(block_length, emit, boundaries, on_boundary)
+        self.counts = {"encoder_tokens": 0, "decoder_tokens": 0, "dropped_loss_tokens": 0, "truncated_tokens": 0}
+
+    def _place(self, input_ids: list[int], labels: list[int]) -> None:
+        i, n = 0, len(labels)
+        while i < n:
+            if labels[i] == IGNORE:
+                i += 1
+                continue
+            j = i
+            while j < n and labels[j] != IGNORE:
+                j += 1
+            self._turn(list(input_ids[:i]), list(input_ids[i:j]))
+            i = j
+
+    def _turn(self, encoder: list[int], decoder: list[int]) -> None:
+        if not encoder:
+            self.counts["dropped_loss_tokens"] += len(decoder)
+            return
+        kept_encoder, kept_decoder = encoder[-self.block_length:], decoder[:self.block_length]
+        self.counts["truncated_tokens"] += len(encoder) - len(kept_encoder) + len(decoder) - len(kept_decoder)
+        self.counts["dropped_loss_tokens"] += len(decoder) - len(kept_decoder)
+        self.counts["encoder_tokens"] += len(kept_encoder)
+        self.counts["decoder_tokens"] += len(kept_decoder)
+        self.loss_placed += len(kept_decoder)
+        self.emit(PackedRow(kept_encoder + kept_decoder, [IGNORE] * len(kept_encoder) + kept_decoder,
+                            list(range(len(kept_encoder))) + list(range(len(kept_decoder))),
+                            [0] * len(kept_encoder) + [1] * len(kept_decoder)))
+        self.rows += 1
+
+    def _flush(self) -> None:
+        pass  # every row is emitted whole as its reply is placed
+
+
+def collate_seq2seq(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
+    """Rows of the encoder-decoder layout (TurnRows) as the model takes them: the encoder tokens
+    right-padded with their padding mask, the decoder's labels padded with IGNORE (the model shifts
+    them right behind its decoder start token)."""
+    splits = [r.segment_ids.index(1) if 1 in r.segment_ids else len(r.segment_ids) for r in rows]
+    enc_len = max(splits)
+    dec_len = max(len(r.input_ids) - s for r, s in zip(rows, splits, strict=True))
+    input_ids = torch.full((len(rows), enc_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), enc_len), dtype=torch.long)
+    labels = torch.full((len(rows), max(dec_len, 1)), IGNORE, dtype=torch.long)
+    for i, (r, s) in enumerate(zip(rows, splits, strict=True)):
+        input_ids[i, :s] = torch.tensor(r.input_ids[:s])
+        attention[i, :s] = 1
+        labels[i, :len(r.input_ids) - s] = torch.tensor(r.labels[s:])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from src import resolve_path
-from src.config import DataConfig, DataSourceConfig
+from src.config import ConfigError, DataConfig, DataSourceConfig
 from src.data.budget import iter_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, StreamPacker, pack  # noqa: F401  pack: what prepare's rows are
+from src.data.packing import PackedRow, StreamPacker, TurnRows
 from src.data.prepared import PreparedRows, RowWriter
 from src.data.pretrain_mix import Mix, Rest, TextPiece, cache_part
 from src.data.sources import in_process, scan_source, source_config_by_name
@@ -62,31 +62,37 @@ class PreparedData:
     milestones: list[dict] = field(default_factory=list)
     # data.pretrain_mix (src/data/pretrain_mix.py): its source, share, tokens and loss tokens; {} when off
     pretrain: dict = field(default_factory=dict)
+    # the encoder-decoder layout (src/data/packing.py TurnRows): its counts; {} for packed decoder-only rows
+    turns: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         out = {"examples": self.examples, "total_tokens": self.total_tokens, "loss_tokens": self.loss_tokens,
                "rows": len(self.rows), "packing_efficiency": round(self.packing_efficiency, 4),
                "template": self.template, "load": self.load_report, "split": self.split, "cache": self.cache}
-        return out | ({"pretrain": self.pretrain} if self.pretrain else {})
+        return out | ({"pretrain": self.pretrain} if self.pretrain else {}) | ({"turns": self.turns} if self.turns else {})
 
 
 def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
             cache_dir: str | None = None, boundaries: list[int] = (), workers: int = 1,
-            chunk: int = 64) -> PreparedData:
+            chunk: int = 64, encoder_decoder: bool = False) -> PreparedData:
     """`boundaries` (token counts below the budget) make each increment pack on its own, so the rows
     of a smaller budget are a prefix of these rows (milestone mode; src/data/packing.py). `workers`
     processes render conversations `chunk` at a time, consumed in the shuffled order: the output is
-    the same bytes for any number of workers and any chunk."""
+    the same bytes for any number of workers and any chunk. `encoder_decoder`: one row per assistant
+    reply instead of packed rows (T5; src/data/packing.py TurnRows), under the same budget."""
+    if encoder_decoder and cfg.pretrain_mix.source is not None:
+        raise ConfigError("data.pretrain_mix: mixing pre-training text into an encoder-decoder model's data is not "
+                        "built (a text piece has no reply to put in the decoder); set data.pretrain_mix.source=null")
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries,
-                    memo=store.root / ".hashes" if store is not None else None)
+                    memo=store.root / ".hashes" if store is not None else None, encoder_decoder=encoder_decoder)
     if store is not None and (found := store.get(key)) is not None:
         hit = _open(found)
         log.info("prepared data from the cache (%s): %d tokens, %d rows", key, hit.total_tokens, len(hit.rows))
         return hit
 
-    job = (cfg, tokenizer, fmt, block_length, context_length, boundaries, workers, chunk)
+    job = (cfg, tokenizer, fmt, block_length, context_length, boundaries, workers, chunk, encoder_decoder)
     if store is None:
         rows: list[PackedRow] = []
         with tempfile.TemporaryDirectory(prefix="prepare-") as scratch:
@@ -115,7 +121,8 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
 
 
 def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-                    boundaries: list[int], workers: int, chunk: int, emit, scratch: Path) -> PreparedData:
+                    boundaries: list[int], workers: int, chunk: int, encoder_decoder: bool, emit,
+                    scratch: Path) -> PreparedData:
     """Two passes over one set of `workers` processes. (1) Read the source a block at a time; the
     workers parse and clean batches of records, and each kept conversation is appended, pickled, to
     a scratch file in `scratch` (removed at the end), its offset kept: 8 bytes a conversation are
@@ -161,7 +168,8 @@ def _prepare_stream(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: i
                             for piece in pieces:
                                 yield expand(piece)
 
-            return _budget_and_pack(cfg, tokenizer, fmt, block_length, boundaries, examples(), emit, report, split)
+            return _budget_and_pack(cfg, tokenizer, fmt, block_length, boundaries, examples(), emit, report, split,
+                                    TurnRows if encoder_decoder else StreamPacker)
     finally:
         spill.unlink(missing_ok=True)
 
@@ -173,7 +181,8 @@ def _converts_html(cfg: DataSourceConfig) -> bool:
 
 
 def _budget_and_pack(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, boundaries: list[int],
-                     rendered: Iterator[Rendered], emit, report, split: dict) -> PreparedData:
+                     rendered: Iterator[Rendered], emit, report, split: dict,
+                     layout: type[StreamPacker] = StreamPacker) -> PreparedData:
     counts = {"tokens": 0, "loss": 0}
     prefixes: list[tuple[int, int]] = []  # (row tokens, loss tokens) before each boundary
     mix = Mix.of(cfg)  # pre-training text between the examples (None: off)
@@ -192,7 +201,7 @@ def _budget_and_pack(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: 
             now = packer.loss_placed - placing["from"] if placing["from"] is not None else 0
             text_prefixes.append((mix.tokens, mix.loss_tokens + now))
 
-    packer = StreamPacker(block_length, count_and_emit, mix.stream_edges(boundaries) if mix else boundaries,
+    packer = layout(block_length, count_and_emit, mix.stream_edges(boundaries) if mix else boundaries,
                           on_boundary=at_boundary)
     starts_below = [0] * len(boundaries)  # examples that start before each boundary
     examples_taken = total = 0
@@ -226,7 +235,8 @@ def _budget_and_pack(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: 
     data = PreparedData(rows=[], examples=examples_taken, total_tokens=total, loss_tokens=counts["loss"] - text_loss,
                         packing_efficiency=counts["tokens"] / (packer.rows * block_length) if packer.rows else 0.0,
                         template=fmt.name, load_report=report.as_dict(), split=split, cache="miss",
-                        milestones=milestones, pretrain=mix.summary() if mix else {})
+                        milestones=milestones, pretrain=mix.summary() if mix else {},
+                        turns=dict(packer.counts) if isinstance(packer, TurnRows) else {})
     log.info("budget %s tokens: %d examples, %d loss-bearing tokens, %d rows of %d (fill %.3f)",
              cfg.amount if cfg.amount is not None else "all", data.examples, data.loss_tokens, packer.rows,
              block_length, data.packing_efficiency)
@@ -381,7 +391,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, context_length: int,
-              boundaries: list[int] = (), memo: Path | None = None) -> str:
+              boundaries: list[int] = (), memo: Path | None = None, encoder_decoder: bool = False) -> str:
     source = dataclasses.asdict(cfg.source)
     source.pop("description", None)
     return Store.key({"version": PREPARE_VERSION, "source": source, "content": source_fingerprint(cfg.source, memo),
@@ -389,6 +399,7 @@ def cache_key(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, co
                       "tokenizer": tokenizer_fingerprint(tokenizer), "template": fmt.name,
                       "block_length": block_length, "context_length": context_length,
                       **({"boundaries": list(boundaries)} if boundaries else {}),
+                      **({"layout": "encoder_decoder"} if encoder_decoder else {}),  # decoder-only keys unchanged
                       **cache_part(cfg, source_fingerprint)})
 
 
@@ -397,4 +408,5 @@ def _open(folder: Path) -> PreparedData:
     return PreparedData(rows=PreparedRows(folder), examples=summary["examples"], total_tokens=summary["total_tokens"],
                         loss_tokens=summary["loss_tokens"], packing_efficiency=summary["packing_efficiency"],
                         template=summary["template"], load_report=summary["load"], split=summary["split"], cache="hit",
-                        milestones=summary.get("milestones", []), pretrain=summary.get("pretrain", {}))
+                        milestones=summary.get("milestones", []), pretrain=summary.get("pretrain", {}),
+                        turns=summary.get("turns", {}))

@@ -20,7 +20,7 @@ from src.data.budget import BudgetError
 from src.data.prepare import prepare
 from src.data.sources import DataError, source_config_by_name
 from src.data.template import chat_format
-from src.models.load import load_tokenizer
+from src.models.load import load_tokenizer, model_is_encoder_decoder
 from src.models.sources import model_config_by_name
 from src.store import default_cache_dir
 
@@ -76,6 +76,7 @@ def main(argv: list[str]) -> None:
                                  "train")
         model = model_config_by_name(args.model)
         tokenizer = load_tokenizer(model, args.cache_dir)
+        encoder_decoder = model_is_encoder_decoder(model, args.cache_dir)
     except (ConfigError, DataError, OSError) as err:
         raise SystemExit(f"error: {err}") from None
     fmt = chat_format(tokenizer, model.chat_template)
@@ -84,7 +85,8 @@ def main(argv: list[str]) -> None:
         clock, cpu = time.perf_counter(), cpu_seconds()
         try:
             data = prepare(DataConfig(source=source, amount=amount, shuffle_seed=args.seed), tokenizer, fmt, block,
-                           model.context_length, args.cache_dir, boundaries, workers=args.workers)
+                           model.context_length, args.cache_dir, boundaries, workers=args.workers,
+                           encoder_decoder=encoder_decoder)
         except (DataError, BudgetError) as err:
             raise SystemExit(f"error: {err}") from None
         seconds, cpu = time.perf_counter() - clock, cpu_seconds() - cpu
@@ -94,3 +96,7 @@ def main(argv: list[str]) -> None:
               f"{data.total_tokens:,} tokens, {data.loss_tokens:,} loss-bearing, {len(data.rows):,} rows, "
               f"fill {data.packing_efficiency:.3f}, {seconds:.2f} s (cpu {cpu:.1f} s), cache {data.cache}, "
               f"peak memory {own:.0f} MB (workers {child:.0f} MB)", flush=True)
+        if data.turns:  # the encoder-decoder layout: one row per reply, not packed (src/data/packing.py TurnRows)
+            print(f"  encoder-decoder rows, one per reply: {data.turns['encoder_tokens']:,} encoder and "
+                  f"{data.turns['decoder_tokens']:,} decoder tokens; {data.turns['dropped_loss_tokens']:,} reply tokens "
+                  f"without history to encode, {data.turns['truncated_tokens']:,} truncated", flush=True)

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from src.config import ConfigError, TrainConfig
-from src.data.packing import PackedRow, collate
+from src.data.packing import PackedRow, collate, collate_seq2seq
 from src.data.template import IGNORE
+from src.models.load import is_encoder_decoder
 from src.progress import progress
 from src.training import attention
 from src.training import checkpoint as ckpt
@@ -71,11 +72,17 @@ class SavePoint:
 
 
 
-def step_batches(rows: Sequence[PackedRow], cfg: TrainConfig, boundaries: Sequence[int] = ()) -> list[list[int]]:
+def step_batches(rows: Sequence[PackedRow], cfg: TrainConfig, boundaries: Sequence[int] = (),
+                 bucket: bool = False) -> list[list[int]]:
     """Row indices in budget order for the first epoch (so a smaller budget is a prefix of a larger
     one), rows_per_step at a time; a step never crosses a boundary (a row count where a milestone is
     saved), so the step that ends there may be short. Later epochs are reshuffled with the seed.
-    Indices, not rows: a step's rows are read (from the prepared data's memory map) when it runs."""
+    Indices, not rows: a step's rows are read (from the prepared data's memory map) when it runs.
+
+    `bucket` (unpacked rows of uneven length: the encoder-decoder layout): within each stretch between
+    boundaries the rows are sorted by length, cut into steps, and the steps put in an order drawn with
+    the seed, so a step's rows pad little and a milestone still ends exactly where its budget does."""
+    lengths = row_lengths(rows) if bucket else None
     steps: list[list[int]] = []
     for epoch in range(cfg.epochs):
         epoch_rows = list(range(len(rows)))
@@ -86,7 +93,13 @@ def step_batches(rows: Sequence[PackedRow], cfg: TrainConfig, boundaries: Sequen
             edges = sorted({b for b in boundaries if 0 < b < len(rows)} | {len(rows)})
         start = 0
         for end in edges:
-            steps += [epoch_rows[i:min(i + cfg.rows_per_step, end)] for i in range(start, end, cfg.rows_per_step)]
+            stretch = epoch_rows[start:end]
+            if bucket:
+                stretch.sort(key=lambda i: int(lengths[i]))  # stable: equal lengths keep budget order
+            chunk = [stretch[i:i + cfg.rows_per_step] for i in range(0, len(stretch), cfg.rows_per_step)]
+            if bucket:
+                random.Random(cfg.seed * 1_000_003 + epoch * 7919 + start).shuffle(chunk)
+            steps += chunk
             start = end
     return steps
 
@@ -101,6 +114,8 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], attention_impl: str = 
     position); the loss itself never holds all their logits (src/training/loss.py). Wrapped models
     (DeepSpeed engines) take the ordinary full forward. `attention_impl`: how packed examples are kept
     apart (src/training/attention.py)."""
+    if "position_ids" not in batch:  # the encoder-decoder layout (collate_seq2seq)
+        return seq2seq_loss_sum(model, batch)
     inputs, labels = attention.model_inputs(batch, attention_impl)
     targets = labels[:, 1:]  # logits at position t predict the token at t+1
     head = model.get_output_embeddings() if _plain_head(model) else None
@@ -112,6 +127,21 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], attention_impl: str = 
     return cross_entropy.linear_cross_entropy_sum(hidden[keep], head, targets[keep], loss_impl)
 
 
+def seq2seq_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed cross-entropy over an encoder-decoder batch's decoder labels: the decoder reads the labels
+    shifted right behind its start token (T5's decoder_start_token_id, its pad), so every label,
+    the reply's first token included, is predicted. The full head runs on the decoder positions only
+    (T5 rescales its hidden state before a tied head, so the hidden-state shortcut above does not hold)."""
+    config = getattr(model, "config", None) or model.module.config
+    labels = batch["labels"]
+    start = torch.full_like(labels[:, :1], config.decoder_start_token_id)
+    decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
+    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE, config.pad_token_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=decoder_input_ids, use_cache=False).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE, reduction="sum")
+
+
 def _plain_head(model) -> bool:
     """Whether logits are exactly head(last hidden state): no logit scaling or soft-capping."""
     if not isinstance(model, PreTrainedModel) or model.get_output_embeddings() is None:
@@ -121,6 +151,9 @@ def _plain_head(model) -> bool:
 
 
 def loss_tokens(rows: list[PackedRow]) -> int:
+    """Labelled tokens that are predicted: a packed row's first label never is (nothing before it in the
+    row); an encoder-decoder row starts with an encoder token (never labelled), so this counts all its
+    decoder's labels."""
     return sum(sum(label != IGNORE for label in r.labels[1:]) for r in rows)
 
 
@@ -129,6 +162,16 @@ def row_lengths(rows: Sequence[PackedRow]):
     """Tokens per row, without building the rows when they are memory-mapped (PreparedRows)."""
     lengths = getattr(rows, "lengths", None)
     return lengths if lengths is not None else [len(r.input_ids) for r in rows]
+
+
+def check_encoder_decoder(cfg: TrainConfig) -> None:
+    """What the encoder-decoder layout does not run (its rows are not packed: nothing to keep apart)."""
+    if cfg.attention not in ("auto", "sdpa_mask"):
+        raise ConfigError(f"train.attention={cfg.attention}: an encoder-decoder model trains on unpacked rows with "
+                          "its own attention; use train.attention=auto")
+    if cfg.compile:
+        raise ConfigError("train.compile=true compiles a decoder-only model's decoder; an encoder-decoder model "
+                          "trains uncompiled: set train.compile=false")
 
 
 def check_inputs(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_id: int | None,
@@ -160,7 +203,11 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
     dist = Dist.current()
     check_inputs(model, rows, cfg, pad_id, dist)
     torch.manual_seed(cfg.seed)
-    steps = step_batches(rows, cfg, [*boundaries, *(p.rows for p in save_points if p.rows is not None)])
+    encoder_decoder = is_encoder_decoder(model)
+    if encoder_decoder:
+        check_encoder_decoder(cfg)
+    steps = step_batches(rows, cfg, [*boundaries, *(p.rows for p in save_points if p.rows is not None)],
+                         bucket=encoder_decoder)
     saves_at = save_schedule(steps, len(rows), save_points)
     if dist.main:
         real_tokens = int(sum(row_lengths(rows))) * cfg.epochs
@@ -172,7 +219,8 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable({"use_reentrant": False})  # the kwargs dict is the first argument under both names
     half = cfg.precision == "bf16" or next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
-    attention_impl = attention.resolve(cfg.attention, device, half)
+    # unpacked encoder-decoder rows need no document mask: the model's own attention (sdpa_mask leaves it)
+    attention_impl = "sdpa_mask" if encoder_decoder else attention.resolve(cfg.attention, device, half)
     loss_impl = cross_entropy.resolve(cfg.loss, device)
     own_attention = attention.use(model, attention_impl)  # restored after training: evaluation runs on it
     compiled = compile_decoder(model) if cfg.compile else None
@@ -189,7 +237,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
         if cfg.deepspeed:
             engine, optimizer, scheduler = ds.start_engine(model, optimizer, scheduler, cfg, dist.world)
         opt = _Optimization(engine if engine is not None else model, engine, optimizer, scheduler, params, cfg, dist,
-                            attention_impl, loss_impl)
+                            attention_impl, loss_impl, collate_seq2seq if encoder_decoder else collate)
 
         def export(folder: Path) -> None:
             """The whole model in HF format, written by rank 0 (ZeRO-3 gathers the shards first)."""
@@ -217,6 +265,7 @@ def train(model: torch.nn.Module, rows: list[PackedRow], cfg: TrainConfig, pad_i
             stats.loss_tokens_seen += loss_tokens(step_rows)
             stats.final_loss = loss_sum
             tokens_this_run += step_tokens
+            stats.fill = opt.real_tokens / opt.padded_tokens if opt.padded_tokens else 0.0
             record = {"step": step + 1, "loss": loss_sum, "lr": lr, "grad_norm": grad_norm,
                       "tokens_seen": stats.tokens_seen, "tokens_per_s": tokens_this_run / (time.perf_counter() - start)}
             if (step + 1) % cfg.log_every == 0 or step + 1 == len(steps):
@@ -272,6 +321,10 @@ class _Optimization:
     dist: Dist
     attention_impl: str  # src/training/attention.py
     loss_impl: str  # src/training/loss.py
+    collate: Callable = collate  # collate_seq2seq for the encoder-decoder layout
+    # this process's tokens this run: real ones, and the positions collated, pads included (TrainStats.fill)
+    real_tokens: int = 0
+    padded_tokens: int = 0
 
     def step(self, step: int, step_rows: list[PackedRow], pad_id: int, device: torch.device
              ) -> tuple[float, float, float]:
@@ -287,7 +340,10 @@ class _Optimization:
             # DeepSpeed and ZeRO-3's parameter gathering need every process in every forward: an
             # empty share runs a real row with weight 0
             weight = 1.0 if micro_rows else 0.0
-            batch = {k: v.to(device) for k, v in collate(micro_rows or step_rows[:1], pad_id).items()}
+            batch = {k: v.to(device) for k, v in self.collate(micro_rows or step_rows[:1], pad_id).items()}
+            if micro_rows:  # encoder-decoder: the encoder's and the decoder's padded lengths
+                self.real_tokens += sum(len(r.input_ids) for r in micro_rows)
+                self.padded_tokens += batch["input_ids"].numel() + (batch["labels"].numel() if "position_ids" not in batch else 0)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16" and engine is None):
                 loss = weight * token_loss_sum(self.forward, batch, self.attention_impl, self.loss_impl) / max(1, step_loss_tokens)
             loss_sum += loss.item()

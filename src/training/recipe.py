@@ -24,7 +24,7 @@ from src.data.prepare import PreparedData, prepare
 from src.data.template import ChatFormat
 from src.io import file_lock
 from src.models.backend import ModelWeights
-from src.models.load import load_model
+from src.models.load import load_model, model_is_encoder_decoder
 from src.results import TrainingRecord
 from src.stages import reached
 from src.training.dist import Dist
@@ -83,7 +83,8 @@ def prepare_for(cell: Cell, run: Plan, tokenizer, fmt: ChatFormat) -> PreparedDa
     cfg = cell.cfg
     block_length = min(cfg.train.block_length, cfg.model.context_length)
     return prepare(run.run.cfg.data, tokenizer, fmt, block_length, cfg.model.context_length, cfg.cache_dir,
-                   run.boundaries, workers=cfg.prepare_workers)
+                   run.boundaries, workers=cfg.prepare_workers,
+                   encoder_decoder=model_is_encoder_decoder(cfg.model, cfg.cache_dir))
 
 
 def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_step=None,

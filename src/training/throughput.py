@@ -43,11 +43,13 @@ class TrainStats:
     attention: str = ""  # the train.attention implementation that ran (src/training/attention.py)
     loss: str = ""  # the train.loss implementation that ran (src/training/loss.py)
     compiled: bool = False  # train.compile: the decoder ran under torch.compile
+    fill: float = 0.0  # real tokens / positions computed (pads included) this run: packed rows ~1, bucketed less
     history: list[dict] = field(default_factory=list)  # one record per logged step
 
 
 def flops_per_token(model: torch.nn.Module, block_length: int) -> float:
-    """6N + 12 * n_layer * d_model * L_eff (see the module docstring)."""
+    """6N + 12 * n_layer * d_model * L_eff (see the module docstring). An encoder-decoder config names its
+    encoder's layers (T5's num_layers): the attention term counts those, a rough figure for such models."""
     config = model.config
     n_layer = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
     d_model = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
