@@ -187,3 +187,32 @@ def test_vllm_refuses_an_encoder_decoder(t5):
     weights = ModelWeights(base=model_config_by_name("tiny"), cache_dir=CACHE, trained=False, module=t5.model)
     with pytest.raises(ConfigError, match="model 'tiny' is an encoder-decoder .*use eval_backend=hf"):
         open_vllm(weights, t5.tokenizer, t5.format, torch.device("cpu"))
+
+
+@torch.no_grad()
+def test_a_tokenizer_that_appends_eos_to_prompts_as_t5s_does(tokenizer):
+    """T5's tokenizer ends every encoded text with </s>: the encoder reads it, the decoder's tokens
+    never carry it, and MMLU's letters stay the decoder's first token (the decoder-only split would
+    score the appended EOS in place of " A": the context's tokens are no prefix of the whole's)."""
+    from tokenizers.processors import TemplateProcessing
+
+    from src.benchmarks import run_benchmark
+
+    tok = copy.deepcopy(tokenizer)
+    eos = tok.eos_token_id
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"$A {tok.eos_token}",
+                                                       special_tokens=[(tok.eos_token, eos)])
+    handle = tiny_t5_handle(tok, seed=2)
+    context = "Q: 2+2?\nA. 4\nB. 5\nAnswer:"
+    assert handle.encode(context)[-1] == eos and handle.decoder_tokens(" A") == [330]  # " A" is one BPE token
+    [whole], [start] = split_requests(handle.encode, [(context, " A")], False)
+    assert whole[start:] == [eos]  # what the decoder-only split would score
+    [(total, _)] = handle.loglikelihood([(context, " A")])
+    [[first]] = handle.next_token_logprobs([context], [330])
+    assert total == pytest.approx(first, abs=1e-5)
+    result = run_benchmark("mmlu", {"shots": 1, "limit": 1, "subjects": ["astronomy"]}, handle)
+    [prediction] = result.predictions
+    ids = [handle.decoder_tokens(f" {x}")[0] for x in "ABCD"]
+    logits = handle.model(input_ids=_ids(handle.encode(prediction["prompt"])),
+                          decoder_input_ids=_ids([handle.decoder_start])).logits[0, 0]
+    assert prediction["logprobs"] == pytest.approx(torch.log_softmax(logits, -1)[ids].tolist(), abs=1e-3)
