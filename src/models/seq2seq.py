@@ -168,21 +168,34 @@ class Seq2SeqHandle:
                           desc: str) -> list[torch.Tensor]:
         """Log-softmax over the vocabulary at each decoder position of each reply given its prompt
         ([len(reply), vocab]; [1, vocab] for an empty reply: the first token's distribution). The
-        decoder reads the start token then the reply but its last token (teacher forcing); encoder and
-        decoder inputs are right-padded, and the decoder's causal attention keeps real tokens off the
-        pads after them."""
+        decoder reads the start token then the reply but its last token (teacher forcing).
+
+        Each distinct prompt runs through the encoder once (MMLU's loglikelihood mode scores four
+        choices per question) and its states serve every reply to it. Encoder and decoder inputs are
+        right-padded: the encoder masks its pads, and the decoder's causal attention keeps real tokens
+        off the pads after them. Up to `batch_size` prompts per encoder pass, replies per decoder pass."""
+        from transformers.modeling_outputs import BaseModelOutput
+
         self.model.eval()
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            by_prompt.setdefault(tuple(prompt), []).append(i)
+        distinct = sorted(by_prompt, key=len, reverse=True)  # similar lengths together
         results: list[torch.Tensor] = [torch.empty(0)] * len(prompts)
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        batches = [distinct[i:i + batch_size] for i in range(0, len(distinct), batch_size)]
         for batch in progress(batches, desc):
-            input_ids, attention = self._right_padded([prompts[i] for i in batch])
-            decoder_ids, _ = self._right_padded([[self.decoder_start] + replies[i][:-1] for i in batch])
-            logits = self.model(input_ids=input_ids, attention_mask=attention, decoder_input_ids=decoder_ids,
-                                use_cache=False).logits
-            for row, i in enumerate(batch):
-                n = max(len(replies[i]), 1)
-                results[i] = torch.log_softmax(logits[row, :n].float(), dim=-1).cpu()
+            input_ids, attention = self._right_padded([list(p) for p in batch])
+            states = self.model.get_encoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            rows = [(row, i) for row, prompt in enumerate(batch) for i in by_prompt[prompt]]
+            for chunk in (rows[k:k + batch_size] for k in range(0, len(rows), batch_size)):
+                which = torch.tensor([row for row, _ in chunk], device=self.device)
+                decoder_ids, _ = self._right_padded([[self.decoder_start] + replies[i][:-1] for _, i in chunk])
+                logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states[which]),
+                                    attention_mask=attention[which], decoder_input_ids=decoder_ids,
+                                    use_cache=False).logits
+                for at, (_, i) in enumerate(chunk):
+                    n = max(len(replies[i]), 1)
+                    results[i] = torch.log_softmax(logits[at, :n].float(), dim=-1).cpu()
         return results
 
     def _right_padded(self, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
