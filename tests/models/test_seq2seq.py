@@ -180,13 +180,17 @@ def test_open_hf_picks_the_handle_by_architecture(t5, tokenizer):
     assert handle.n_parameters == sum(p.numel() for p in t5.model.parameters())
 
 
-def test_vllm_refuses_an_encoder_decoder(t5):
+def test_vllm_refuses_an_encoder_decoder(t5, tmp_path):
     from src.config import ConfigError
     from src.models.vllm import open_vllm
 
-    weights = ModelWeights(base=model_config_by_name("tiny"), cache_dir=CACHE, trained=False, module=t5.model)
-    with pytest.raises(ConfigError, match="model 'tiny' is an encoder-decoder .*use eval_backend=hf"):
-        open_vllm(weights, t5.tokenizer, t5.format, torch.device("cpu"))
+    tiny = model_config_by_name("tiny")
+    in_memory = ModelWeights(base=tiny, cache_dir=CACHE, trained=False, module=t5.model)
+    t5.model.config.save_pretrained(tmp_path)  # a checkpoint on disk, read by its config alone
+    on_disk = ModelWeights(base=tiny, cache_dir=CACHE, trained=True, checkpoint=tmp_path)
+    for weights in (in_memory, on_disk):
+        with pytest.raises(ConfigError, match="model 'tiny' is an encoder-decoder .*use eval_backend=hf"):
+            open_vllm(weights, t5.tokenizer, t5.format, torch.device("cpu"))
 
 
 @torch.no_grad()
