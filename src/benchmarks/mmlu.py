@@ -12,8 +12,10 @@ Modes: `letter` compares the next-token log-probs of " A".." D" after each quest
 shared k-shot prefix runs once and its KV cache is shared by every question of the subject, whose
 suffixes run `batch_size` at a time packed end to end in one row against it (src/models/hf.py; the
 same predictions as one whole forward per question, and as lm-evaluation-harness); `loglikelihood` scores each choice
-as a continuation (" A" or the answer text, `choice_text`), four sequences per question. Metrics:
-macro accuracy (unweighted mean over subjects, the study's number) and micro accuracy (over questions).
+as a continuation (" A" or the answer text, `choice_text`), four sequences per question. An
+encoder-decoder model reads the whole prompt in its encoder and scores the letter as its decoder's
+first token (src/models/seq2seq.py; no prefix is shared there). Metrics: macro accuracy (unweighted
+mean over subjects, the study's number) and micro accuracy (over questions).
 """
 
 from __future__ import annotations
@@ -117,7 +119,18 @@ def build_prompt(q: Question, shots: list[Question]) -> str:
 
 def letter_token_ids(handle, prompt: str, chat: bool, delimiter: str) -> list[int]:
     """The token each answer letter becomes right after this prompt; each must be a single token that
-    extends the prompt's tokens (else the letter mode would compare the wrong thing)."""
+    extends the prompt's tokens (else the letter mode would compare the wrong thing).
+
+    An encoder-decoder model (src/models/seq2seq.py) scores the letter as its decoder's first token,
+    so there each letter is the delimiter and letter tokenized alone (its `decoder_tokens`), the tokens
+    its loglikelihood mode scores too."""
+    decoder_tokens = getattr(handle, "decoder_tokens", None)
+    if decoder_tokens is not None:
+        ids = [decoder_tokens(delimiter + letter) for letter in LETTERS]
+        if any(len(tokens) != 1 for tokens in ids):
+            raise ConfigError(f"benchmark.mmlu: {delimiter + 'A'!r}..{delimiter + 'D'!r} are not one token each as "
+                              "the decoder's first token under this tokenizer; use mode=loglikelihood")
+        return [tokens[0] for tokens in ids]
     base = handle.encode(prompt, chat)
     ids = []
     for letter in LETTERS:

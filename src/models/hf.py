@@ -13,6 +13,7 @@ from src.data.template import ChatFormat, bos_prefix, chat_format
 from src.models.backend import BACKENDS, ModelWeights
 from src.models.load import load_model, load_tokenizer
 from src.models.prompts import chat_prompt, cut_at_stop, encode_prompt, split_requests
+from src.models.seq2seq import Seq2SeqHandle
 from src.progress import progress
 
 PACK_TOKENS = 512  # suffix tokens per forward on a shared prefix: each attends over prefix + pack
@@ -224,11 +225,17 @@ def _common_prefix_length(sequences: list[list[int]]) -> int:
 def load_handle(cfg: ModelConfig, cache_dir: str, device: torch.device, trained: bool, seed: int = 0):
     tokenizer = load_tokenizer(cfg, cache_dir)
     model = load_model(cfg, tokenizer, cache_dir, device, seed=seed)
-    return ModelHandle(model, tokenizer, chat_format(tokenizer, cfg.chat_template), device, trained)
+    return handle_for(model, tokenizer, chat_format(tokenizer, cfg.chat_template), device, trained)
 
 
-def open_hf(weights: ModelWeights, tokenizer, fmt: ChatFormat, device: torch.device) -> ModelHandle:
-    return ModelHandle(weights.load(device, tokenizer), tokenizer, fmt, device, trained=weights.trained)
+def handle_for(model, tokenizer, fmt: ChatFormat, device: torch.device, trained: bool):
+    """ModelHandle for a decoder-only model; Seq2SeqHandle (src/models/seq2seq.py) for an encoder-decoder one."""
+    seq2seq = getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+    return (Seq2SeqHandle if seq2seq else ModelHandle)(model, tokenizer, fmt, device, trained)
+
+
+def open_hf(weights: ModelWeights, tokenizer, fmt: ChatFormat, device: torch.device) -> ModelHandle | Seq2SeqHandle:
+    return handle_for(weights.load(device, tokenizer), tokenizer, fmt, device, trained=weights.trained)
 
 
 BACKENDS.register("hf", open_hf)

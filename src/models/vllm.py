@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from src.config import ConfigError
 from src.data.template import ChatFormat
 from src.models.backend import BACKENDS, ModelWeights
 from src.models.load import count_parameters
@@ -106,9 +107,27 @@ class VLLMHandle:
                 for i in range(len(prompts))]
 
 
+def is_encoder_decoder(weights: ModelWeights, location: str) -> bool:
+    """From the model in memory, else the config saved at `location`. A config that cannot be read
+    here (a hub id offline) counts as decoder-only: vLLM reports its own error when it cannot either."""
+    if weights.module is not None:
+        return bool(getattr(weights.module.config, "is_encoder_decoder", False))
+    from transformers import AutoConfig
+
+    try:
+        return bool(AutoConfig.from_pretrained(location).is_encoder_decoder)
+    except (OSError, ValueError):
+        return False
+
+
 def open_vllm(weights: ModelWeights, tokenizer, fmt: ChatFormat, device: torch.device) -> VLLMHandle:
-    """vLLM loads the weights itself: the checkpoint this cell trained, or the base model's source."""
+    """vLLM loads the weights itself: the checkpoint this cell trained, or the base model's source.
+    Encoder-decoder models (T5) are refused: this backend scores prompt log-probs of one token stream,
+    which an encoder-decoder does not have."""
     location = weights.location()
+    if is_encoder_decoder(weights, location):
+        raise ConfigError(f"eval_backend=vllm serves decoder-only models; model '{weights.base.name}' is an "
+                          "encoder-decoder (T5 family): use eval_backend=hf")
     weights.release()
     return VLLMHandle(location, tokenizer, fmt, weights.trained, dtype=weights.base.dtype, seed=weights.seed)
 

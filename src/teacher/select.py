@@ -10,9 +10,10 @@ prefix of the choice at a larger one, so a budget grid asks the teacher once for
                  over the chat-formatted prompt): each pick is the prompt farthest from all picked so far,
                  the first one drawn with the seed (Sener and Savarese's core-set selection)
 
-The student is a Hugging Face model behind src.models.hf.ModelHandle (the `hf` backend): the scores
-read its hidden states and full next-token distributions, which an OpenAI-compatible endpoint does
-not give.
+The student is a Hugging Face model behind src.models.hf.ModelHandle (the `hf` backend), or
+src.models.seq2seq.Seq2SeqHandle for an encoder-decoder student (entropy over its decoder's reply,
+embeddings from its encoder): the scores read its hidden states and full next-token distributions,
+which an OpenAI-compatible endpoint does not give.
 """
 
 from __future__ import annotations
@@ -135,9 +136,11 @@ def reply_entropy(handle, prompts: Sequence[str], max_new_tokens: int = 32, batc
 
 @torch.no_grad()
 def prompt_embeddings(handle, prompts: Sequence[str], batch_size: int = 16) -> np.ndarray:
-    """The mean of the student's last hidden layer over each chat-formatted prompt's tokens."""
+    """The mean of the student's last hidden layer over each chat-formatted prompt's tokens (an
+    encoder-decoder student's encoder's: the layer that reads the prompt)."""
     model = handle.model
     model.eval()
+    body = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model.base_model
     encoded = [handle.encode(handle.chat_prompt(p), chat=True) for p in prompts]
     pad = handle.tokenizer.pad_token_id
     out = np.zeros((len(prompts), model.config.hidden_size), dtype=np.float64)
@@ -146,11 +149,12 @@ def prompt_embeddings(handle, prompts: Sequence[str], batch_size: int = 16) -> n
         width = max(len(encoded[i]) for i in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):  # right padding: a causal model's real tokens never see the pads
+        # right padding: a causal model's real tokens never see the pads after them; an encoder masks them
+        for row, i in enumerate(batch):
             ids[row, :len(encoded[i])] = torch.tensor(encoded[i])
             mask[row, :len(encoded[i])] = 1
-        hidden = model.base_model(input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device)
-                                  ).last_hidden_state.float().cpu()
+        hidden = body(input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device)
+                      ).last_hidden_state.float().cpu()
         pooled = (hidden * mask[..., None]).sum(dim=1) / mask.sum(dim=1, keepdim=True)
         out[batch] = pooled.double().numpy()
     return out
