@@ -43,12 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from src.cell import Cell, sft_stage
-from src.config import DpoConfig, TrainConfig
+from src.config import ConfigError, DpoConfig, TrainConfig
 from src.data.formats.records import DataError
 from src.data.packing import PackedRow, collate
 from src.data.template import IGNORE, ChatFormat, Rendered, TemplateError, bos_prefix
 from src.io import file_lock, write_text_atomic
 from src.models.backend import ModelWeights
+from src.models.load import model_is_encoder_decoder
 from src.results import TrainingRecord
 from src.stages import reached
 from src.training import attention
@@ -324,6 +325,9 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
     from src.training.recipe import Trained, obtain
 
     cfg = cell.cfg
+    if model_is_encoder_decoder(cfg.model, cfg.cache_dir):  # before the SFT stage spends any time
+        raise ConfigError(f"preference.source={cfg.preference.source}: DPO is built for decoder-only models; model "
+                          f"'{cfg.model.name}' is an encoder-decoder (set preference=none)")
     sft_cell = Cell.of(sft_stage(cfg))
     weights = ModelWeights(cfg.model, cfg.cache_dir, trained=True, seed=cfg.seed)
     with file_lock(cell.train_lock):
