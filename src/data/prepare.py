@@ -32,7 +32,7 @@ from src.config import ConfigError, DataConfig, DataSourceConfig
 from src.data.budget import iter_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, StreamPacker, TurnRows
+from src.data.packing import PackedRow, StreamPacker, TurnRows, pack  # noqa: F401  pack: what prepare's rows are
 from src.data.prepared import PreparedRows, RowWriter
 from src.data.pretrain_mix import Mix, Rest, TextPiece, cache_part
 from src.data.sources import in_process, scan_source, source_config_by_name

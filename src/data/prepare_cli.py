@@ -94,7 +94,7 @@ def main(argv: list[str]) -> None:
         print(f"{source.name} {format_amount(amount)} for {model.name} (rows of {block}"
               f"{', boundaries ' + ','.join(format_amount(b) for b in boundaries) if boundaries else ''}): "
               f"{data.total_tokens:,} tokens, {data.loss_tokens:,} loss-bearing, {len(data.rows):,} rows, "
-              f"fill {data.packing_efficiency:.3f}, {seconds:.2f} s (cpu {cpu:.1f} s), cache {data.cache}, "
+              f"{'unpacked' if data.turns else f'fill {data.packing_efficiency:.3f}'}, {seconds:.2f} s (cpu {cpu:.1f} s), cache {data.cache}, "
               f"peak memory {own:.0f} MB (workers {child:.0f} MB)", flush=True)
         if data.turns:  # the encoder-decoder layout: one row per reply, not packed (src/data/packing.py TurnRows)
             print(f"  encoder-decoder rows, one per reply: {data.turns['encoder_tokens']:,} encoder and "
