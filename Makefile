@@ -77,6 +77,13 @@ toyworld: install ## the toy world study: toy bases x broad/local imitation x bu
 	$(TEST_ENV) $(BIN)/python -m src.main -m experiment=toyworld seed=$(SEED)
 	$(BIN)/python -m src.toyworld findings multirun/toyworld/seed_$(SEED)
 
+.PHONY: toyworld-arch
+toyworld-arch: install ## the toy world grid on toy_l (decoder-only) and toy_t5 (encoder-decoder, same size), compared (SEED=0)
+	$(TEST_ENV) $(BIN)/python -m src.toyworld write --seed $(SEED)
+	$(TEST_ENV) $(BIN)/python -m src.main -m experiment=toyworld seed=$(SEED) model=toy_l,toy_t5 \
+		hydra.sweep.dir=multirun/toyworld_arch/seed_$(SEED)
+	$(BIN)/python -m src.toyworld architectures multirun/toyworld_arch/seed_$(SEED)
+
 .PHONY: data-nq serve
 data-nq: install ## rebuild the NQ-synthetic demo set from data/nq_synthetic/seeds.jsonl with the stand-in teacher
 	$(BIN)/python -m src.nq_synthetic --seeds data/nq_synthetic/seeds.jsonl --n 40 --out-dir data/nq_synthetic \

@@ -1,5 +1,6 @@
 """python -m src.toyworld write [--seed N]   the world's data and benchmark files (under cache_dir)
 python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved
+python -m src.toyworld architectures <sweep> bases of one size side by side (model=toy_l,toy_t5), findings 1-2 each
 python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
                                              which prompts to pay the teacher for: each selector vs random
 python -m src.toyworld mix [--seeds 0,1,2] [--amounts 12K,36K] [--shares 0,0.25,0.5]
@@ -35,6 +36,8 @@ def main() -> None:
     write.add_argument("--force", action="store_true", help="rewrite even when the manifest matches")
     found = sub.add_parser("findings", help="state the three findings of a finished grid")
     found.add_argument("root", type=Path)
+    arch = sub.add_parser("architectures", help="compare the bases of a finished grid (model=toy_l,toy_t5)")
+    arch.add_argument("root", type=Path)
     chosen = sub.add_parser("selection", help="local imitation of toy_l on teacher queries chosen by each selector")
     chosen.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
     chosen.add_argument("--queries", default="50,150,450", help="teacher answers bought (conversations)")
@@ -62,6 +65,10 @@ def main() -> None:
         print(preference_study(_ints(args.seeds), args.amounts.split(","), args.out, args.cache_dir))
     elif args.command == "selection":
         print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
+    elif args.command == "architectures":
+        from src.toyworld.architectures import write_comparison
+
+        print(write_comparison(args.root))
     elif args.command == "write":
         print(f"toy world files: {write_files(WorldSpec(seed=args.seed), args.cache_dir, force=args.force)}")
     else:

@@ -5,6 +5,8 @@ A model config with a `toy:` section (conf/model/toy_*.yaml) is such a model: th
 (src/toyworld/plugin.py) hands src/models the folder `pretrained_dir` returns, training it first
 when it is missing. Same spec,
 same seed, same machine -> the same weights (tests/toyworld/test_toyworld.py checks it on a micro model).
+Llama and GPT-2 toys learn next-token prediction; the encoder-decoder toy (t5) a prefix LM
+(src/toyworld/prefix_lm.py says why).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,13 @@ from src.io import write_json_atomic
 from src.store import Store, cache_root, digest
 from src.toyworld.corpus import biographies
 from src.toyworld.files import write_files
+from src.toyworld.prefix_lm import prefix_lm_batches, t5_config
 from src.toyworld.tokenizer import build_tokenizer
 from src.toyworld.world import WorldSpec, make_world
 
 log = logging.getLogger(__name__)
 PRETRAIN_VERSION = 1  # bump when the same spec would train different weights
+ARCHITECTURES = ("llama", "gpt2", "t5")
 
 
 @dataclass
@@ -39,15 +44,15 @@ class ToySpec:
     """The `toy` section of a model config: which world, which architecture, how it is pretrained."""
 
     world: WorldSpec = field(default_factory=WorldSpec)
-    architecture: str = "llama"  # llama | gpt2 (Hugging Face architectures, built from scratch)
+    architecture: str = "llama"  # llama | gpt2 | t5 (Hugging Face architectures, built from scratch)
     hidden_size: int = 64
-    layers: int = 2
+    layers: int = 2  # t5: each stack's (encoder and decoder alike)
     heads: int = 4
     intermediate_size: int = 256
     bios_per_entity: int = 8  # write-ups per corpus entity: varied phrasings make facts retrievable
     epochs: int = 12
-    seq_len: int = 128  # tokens per training row (documents laid end to end)
-    batch_size: int = 16
+    seq_len: int = 128  # tokens per training row (documents laid end to end); t5: a document's cap
+    batch_size: int = 16  # rows a step; t5: documents a step
     lr: float = 3e-3
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1  # cosine decay to this share of lr
@@ -55,8 +60,8 @@ class ToySpec:
     seed: int = 0  # initialization and document order
 
     def validate(self) -> None:
-        if self.architecture not in {"llama", "gpt2"}:
-            raise ConfigError(f"model.toy.architecture: {self.architecture!r} is not llama or gpt2")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"model.toy.architecture: {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
         if self.hidden_size % self.heads:
             raise ConfigError(f"model.toy: hidden_size {self.hidden_size} is not a multiple of heads {self.heads}")
         for key in ("layers", "heads", "epochs", "seq_len", "batch_size", "bios_per_entity"):
@@ -87,8 +92,11 @@ def spec_key(cfg: ModelConfig) -> str:
 
 
 def build_model(spec: ToySpec, tokenizer, context_length: int):
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, GPT2Config, LlamaConfig
 
+    if spec.architecture == "t5":  # relative position buckets: no context length to set
+        torch.manual_seed(spec.seed)
+        return AutoModelForSeq2SeqLM.from_config(t5_config(spec, tokenizer), dtype=torch.float32)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
     if spec.architecture == "gpt2":
@@ -103,24 +111,62 @@ def build_model(spec: ToySpec, tokenizer, context_length: int):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def epoch_order(n_docs: int, spec: ToySpec, epoch: int) -> list[int]:
+    """The documents' seeded order in one epoch (every architecture's)."""
+    order = list(range(n_docs))
+    random.Random(f"pretrain-{spec.seed}-{epoch}").shuffle(order)
+    return order
+
+
 def training_rows(docs: list[list[int]], spec: ToySpec, epoch: int) -> torch.Tensor:
     """One epoch: the documents in a seeded order, end to end, cut into rows of seq_len tokens."""
-    order = list(range(len(docs)))
-    random.Random(f"pretrain-{spec.seed}-{epoch}").shuffle(order)
+    order = epoch_order(len(docs), spec, epoch)
     stream = [t for i in order for t in docs[i]]
     n = len(stream) // spec.seq_len
     return torch.tensor(stream[: n * spec.seq_len]).view(n, spec.seq_len)
 
 
-def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Module, dict]:
-    """Next-token prediction on the encyclopedia; AdamW, linear warm-up then cosine decay."""
-    world = make_world(spec.world)
-    texts = biographies(world, spec.bios_per_entity)
-    docs = [[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
-            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    model = build_model(spec, tokenizer, context_length)
+@dataclass
+class Objective:
+    """What one architecture learns from the documents: each epoch's batches and the loss of one."""
+
+    batches: Callable[[int], Iterator[Any]]  # epoch -> that epoch's batches
+    steps_per_epoch: int
+    tokens_per_epoch: int  # tokens the model reads in an epoch (t5: encoder and decoder together)
+    loss: Callable[[torch.nn.Module, Any], torch.Tensor]
+
+
+def next_token(texts_ids: list[list[int]], spec: ToySpec, tokenizer) -> Objective:
+    """Causal LM: documents between <s> and </s>, end to end, rows of seq_len tokens."""
+    docs = [[tokenizer.bos_token_id, *ids, tokenizer.eos_token_id] for ids in texts_ids]
     rows_per_epoch = sum(map(len, docs)) // spec.seq_len
-    total = spec.epochs * math.ceil(rows_per_epoch / spec.batch_size)
+
+    def batches(epoch: int) -> Iterator[torch.Tensor]:
+        rows = training_rows(docs, spec, epoch)
+        return (rows[i:i + spec.batch_size] for i in range(0, len(rows), spec.batch_size))
+
+    def loss(model: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=batch).logits
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten())
+
+    return Objective(batches, math.ceil(rows_per_epoch / spec.batch_size), rows_per_epoch * spec.seq_len, loss)
+
+
+def prefix_lm(texts_ids: list[list[int]], spec: ToySpec, tokenizer) -> Objective:
+    """Encoder-decoder: one document an example, cut into prefix and rest (src/toyworld/prefix_lm.py)."""
+    docs = [ids[: spec.seq_len] for ids in texts_ids]
+    return Objective(lambda epoch: prefix_lm_batches(docs, epoch_order(len(docs), spec, epoch), spec, epoch, tokenizer),
+                     math.ceil(len(docs) / spec.batch_size), sum(len(d) + 2 for d in docs),  # + <s> and </s>
+                     lambda model, batch: model(**batch).loss)  # mean over the labels that are not padding
+
+
+def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Module, dict]:
+    """The architecture's objective on the encyclopedia; AdamW, linear warm-up then cosine decay."""
+    world = make_world(spec.world)
+    texts_ids = tokenizer(biographies(world, spec.bios_per_entity), add_special_tokens=False)["input_ids"]
+    objective = (prefix_lm if spec.architecture == "t5" else next_token)(texts_ids, spec, tokenizer)
+    model = build_model(spec, tokenizer, context_length)
+    total = spec.epochs * objective.steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, betas=(0.9, 0.98), weight_decay=spec.weight_decay)
 
     def multiplier(step: int) -> float:
@@ -131,16 +177,14 @@ def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Mo
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     params = sum(p.numel() for p in model.parameters())
-    log.info("pretrain %s: %d documents, %d rows of %d per epoch, %d epochs -> %d steps; %d parameters",
-             spec.architecture, len(docs), rows_per_epoch, spec.seq_len, spec.epochs, total, params)
+    log.info("pretrain %s: %d documents, %d tokens and %d steps per epoch, %d epochs -> %d steps; %d parameters",
+             spec.architecture, len(texts_ids), objective.tokens_per_epoch, objective.steps_per_epoch, spec.epochs,
+             total, params)
     model.train()
     start, step, history = time.perf_counter(), 0, []
     for epoch in range(spec.epochs):
-        rows = training_rows(docs, spec, epoch)
-        for i in range(0, len(rows), spec.batch_size):
-            batch = rows[i:i + spec.batch_size]
-            logits = model(input_ids=batch).logits
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), batch[:, 1:].flatten())
+        for batch in objective.batches(epoch):
+            loss = objective.loss(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -151,7 +195,7 @@ def pretrain(spec: ToySpec, tokenizer, context_length: int) -> tuple[torch.nn.Mo
         log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, spec.epochs, loss.item())
     model.eval()
     seconds = time.perf_counter() - start
-    return model, {"steps": step, "documents": len(docs), "tokens_per_epoch": rows_per_epoch * spec.seq_len,
+    return model, {"steps": step, "documents": len(texts_ids), "tokens_per_epoch": objective.tokens_per_epoch,
                    "parameters": params, "final_loss": history[-1]["loss"], "history": history,
                    "seconds": round(seconds, 1)}
 
