@@ -130,9 +130,9 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor], attention_impl: str = 
 def seq2seq_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed cross-entropy over an encoder-decoder batch's decoder labels: the decoder reads the labels
     shifted right behind its start token (T5's decoder_start_token_id, its pad), so every label,
-    the reply's first token included, is predicted. The full head runs on the decoder positions only
+    the reply's first token included, is predicted. The head runs on every decoder position, pads included
     (T5 rescales its hidden state before a tied head, so the hidden-state shortcut above does not hold)."""
-    config = getattr(model, "config", None) or model.module.config
+    config = model.module.config if hasattr(model, "module") else model.config  # a DeepSpeed engine's is its own
     labels = batch["labels"]
     start = torch.full_like(labels[:, :1], config.decoder_start_token_id)
     decoder_input_ids = torch.cat([start, labels[:, :-1]], dim=1)
