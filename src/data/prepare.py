@@ -80,9 +80,9 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     processes render conversations `chunk` at a time, consumed in the shuffled order: the output is
     the same bytes for any number of workers and any chunk. `encoder_decoder`: one row per assistant
     reply instead of packed rows (T5; src/data/packing.py TurnRows), under the same budget."""
-    if encoder_decoder and cfg.pretrain_mix.source is not None:
+    if encoder_decoder and cfg.pretrain_mix.active:
         raise ConfigError("data.pretrain_mix: mixing pre-training text into an encoder-decoder model's data is not "
-                        "built (a text piece has no reply to put in the decoder); set data.pretrain_mix.source=null")
+                        "built (a text piece has no reply to put in the decoder); set data.pretrain_mix.share=0")
     boundaries = sorted(b for b in boundaries if cfg.amount is None or b < cfg.amount)
     store = Store(cache_root(cache_dir) / "prepared") if cache_dir else None
     key = cache_key(cfg, tokenizer, fmt, block_length, context_length, boundaries,

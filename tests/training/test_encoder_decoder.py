@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from src.config import ConfigError, DataConfig, TrainConfig
+from src.config import ConfigError, DataConfig, PretrainMixConfig, TrainConfig
 from src.data.conversation import Message
 from src.data.packing import PackedRow, StreamPacker, TurnRows, collate_seq2seq
 from src.data.prepare import prepare
@@ -105,6 +105,15 @@ def test_budget_and_layout_in_prepare(tokenizer, koala, tmp_path):
     again = prepare(DataConfig(source=source, amount=400), tokenizer, koala, 128, 2048, str(tmp_path),
                     encoder_decoder=True)
     assert again.cache == "hit" and list(again.rows) == list(data.rows) and again.turns == data.turns
+
+
+def test_a_pretrain_mix_is_refused_only_when_on(tokenizer, koala, tmp_path):
+    source = source_config_by_name("demo")
+    on = DataConfig(source=source, amount=400, pretrain_mix=PretrainMixConfig(source="demo_text", share=0.25))
+    with pytest.raises(ConfigError, match="data.pretrain_mix.*share=0"):
+        prepare(on, tokenizer, koala, 128, 2048, str(tmp_path), encoder_decoder=True)
+    named_but_off = DataConfig(source=source, amount=400, pretrain_mix=PretrainMixConfig(source="demo_text", share=0.0))
+    assert prepare(named_but_off, tokenizer, koala, 128, 2048, None, encoder_decoder=True).total_tokens == 400
 
 
 def test_bucketed_steps_sort_within_each_stretch_and_keep_milestones():
