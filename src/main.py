@@ -41,6 +41,20 @@ USER_ERRORS = (ConfigError, DataError, BudgetError, OutputError)  # shown as one
 _TASK_STARTED = False  # Hydra handed over a composed config: errors before this are command-line errors
 
 
+def compose_cell(overrides: list[str]) -> dict:
+    """The composed config of one cell, as `python -m src.main OVERRIDES` would see it (for code that
+    runs cells itself: the toy world's studies, selection in rounds)."""
+    from hydra import compose, initialize_config_dir
+
+    from src import PROJECT_ROOT
+
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    return raw
+
+
 def run_cell(raw: dict, job_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> Results:
     """One cell of a composed config: skipped when done, else run in its own folder while holding its
     lease; job_dir gets status.json and a copy of results.json."""

@@ -12,7 +12,8 @@ prompt order, and <out stem>.collect.json records settings, counts, tokens and c
 
 With --select random|uncertainty|diversity --budget N (and --student MODEL for the last two), only N
 prompts of the pool are asked, chosen before any is paid for (src/teacher/select.py); the choice, its
-scores and its seed go to <out stem>.selection.json and into the .collect.json.
+scores and its seed go to <out stem>.selection.json and into the .collect.json. With --rounds R, the
+budget is chosen in R rounds, the student fine-tuned on the answers between them (src/teacher/rounds.py).
 """
 
 from __future__ import annotations
@@ -285,15 +286,23 @@ def add_select_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--select-seed", type=int, default=0, help="--select: seed of random and the first k-center pick")
     group.add_argument("--student-max-tokens", type=int, default=32,
                        help="--select uncertainty: tokens of the student's own reply that are scored")
+    group.add_argument("--rounds", type=int, default=1,
+                       help="--select uncertainty|diversity: choose the budget in this many rounds, fine-tuning "
+                            "--student on the answers so far between them")
+    group.add_argument("--round-train", action="append", default=[], metavar="OVERRIDE",
+                       help="--rounds: a Hydra override of the fine-tune cells (e.g. experiment=NAME); repeatable")
 
 
 def choose_prompts(prompts: list[Prompt], args: argparse.Namespace, out: Path) -> tuple[list[Prompt], dict | None]:
     """The prompts to ask: all of them, or the --budget chosen by --select (saved beside the output,
     so a resumed run asks the same ones)."""
     if not args.select:
-        if args.budget or args.student:
-            raise CollectError("--budget and --student only apply with --select random|uncertainty|diversity")
+        if args.budget or args.student or args.rounds != 1 or args.round_train:
+            raise CollectError("--budget, --student, --rounds and --round-train only apply with "
+                               "--select random|uncertainty|diversity")
         return prompts, None
+    if args.rounds != 1:
+        raise CollectError("--rounds is run by collect_rounds (a bug: choose_prompts chooses in one round)")
     if args.budget is None:
         raise CollectError("--select needs --budget N (how many prompts to ask)")
     if args.select != "random" and not args.student:
@@ -315,6 +324,51 @@ def choose_prompts(prompts: list[Prompt], args: argparse.Namespace, out: Path) -
              len(unique), args.select, f" (student {args.student})" if selection.student else "")
     by_id = {p.id: p for p in unique}
     return [by_id[i] for i in selection.chosen], selection.to_dict()
+
+
+def check_rounds(args: argparse.Namespace) -> None:
+    """What --rounds needs, said before the pool is scored or anything asked."""
+    if args.select is None or args.select == "random":
+        raise CollectError("--rounds needs --select uncertainty or diversity (random does not read the student)")
+    if args.budget is None:
+        raise CollectError("--select needs --budget N (how many prompts to ask)")
+    if not args.student:
+        raise CollectError(f"--select {args.select} needs --student MODEL (a conf/model name or a checkpoint dir)")
+    if Path(args.student).expanduser().is_dir():
+        raise CollectError(f"--rounds fine-tunes --student between rounds: give a conf/model name, not the "
+                           f"directory {args.student}")
+    if not (PROJECT_ROOT / "conf" / "model" / f"{args.student}.yaml").exists():
+        raise CollectError(f"--student {args.student}: no conf/model/{args.student}.yaml (--rounds fine-tunes a "
+                           "model the grid knows by name)")
+
+
+def collect_rounds(prompts: list[Prompt], teacher: Teacher, args: argparse.Namespace,
+                   settings: CollectSettings) -> CollectStats:
+    """--rounds R: choose, ask, fine-tune, R times (src/teacher/rounds.py); the last round's stats."""
+    from src.teacher.rounds import RoundsSettings, collect_in_rounds
+
+    unique, _ = dedup(prompts)
+    by_id = {p.id: p for p in unique}
+    out = Path(args.out)
+    last: list[CollectStats] = []
+
+    def open_student(name: str):
+        from src.models.load import pick_device
+
+        return load_local_handle(name, args.cache_dir, pick_device("auto"))
+
+    def ask(ids: list[str], record: dict) -> None:
+        last[:] = [collect([by_id[i] for i in ids], teacher, out, settings, selection=record)]
+
+    plan = RoundsSettings(selector=args.select, budget=args.budget, rounds=args.rounds, seed=args.select_seed,
+                          student=args.student, round_train=list(args.round_train),
+                          max_new_tokens=args.student_max_tokens, batch_size=args.batch_size,
+                          cache_dir=args.cache_dir)
+    try:
+        collect_in_rounds([(p.id, p.prompt) for p in unique], plan, out, open_student, ask)
+    except SelectionError as err:
+        raise CollectError(str(err)) from err
+    return last[0]
 
 
 def teacher_from_args(args: argparse.Namespace) -> Teacher:
@@ -351,14 +405,18 @@ def main(argv: list[str] | None = None) -> None:
         prompts = load_prompts(resolve_path(args.prompts) if args.prompts else source_path(args.source))
         prompts = prompts[:args.limit] if args.limit else prompts
         teacher = teacher_from_args(args)
-        prompts, selection = choose_prompts(prompts, args, Path(args.out))
+        settings = CollectSettings(
+            sampling=Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
+            system=args.system, keep_truncated=args.keep_truncated,
+            cost_per_1k_prompt=args.cost_per_1k_prompt, cost_per_1k_completion=args.cost_per_1k_completion)
+        if args.rounds != 1:
+            check_rounds(args)
+            stats = collect_rounds(prompts, teacher, args, settings)
+        else:
+            prompts, selection = choose_prompts(prompts, args, Path(args.out))
+            stats = collect(prompts, teacher, Path(args.out), settings, selection=selection)
     except CollectError as err:
         parser.exit(2, f"error: {err}\n")
-    settings = CollectSettings(
-        sampling=Sampling(max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed),
-        system=args.system, keep_truncated=args.keep_truncated,
-        cost_per_1k_prompt=args.cost_per_1k_prompt, cost_per_1k_completion=args.cost_per_1k_completion)
-    stats = collect(prompts, teacher, Path(args.out), settings, selection=selection)
     print(json.dumps(asdict(stats), indent=2))
 
 

@@ -68,8 +68,10 @@ class Selection:
         return asdict(self)
 
 
-def pool_digest(pairs: Sequence[tuple[str, str]]) -> str:
-    blob = json.dumps([list(p) for p in pairs], ensure_ascii=False)
+def pool_digest(pairs: Sequence[tuple[str, str]], prior: Sequence[tuple[str, str]] = ()) -> str:
+    """Of the pool and, in a later round, of the prompts chosen before it (they steer diversity)."""
+    pool = [list(p) for p in pairs]
+    blob = json.dumps([pool, [list(p) for p in prior]] if prior else pool, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -95,15 +97,23 @@ def pick_highest(scores: Sequence[float], budget: int) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:budget]
 
 
-def pick_k_center(points: np.ndarray, budget: int, seed: int) -> tuple[list[int], list[float | None]]:
+def pick_k_center(points: np.ndarray, budget: int, seed: int,
+                  centers: np.ndarray | None = None) -> tuple[list[int], list[float | None]]:
     """Greedy k-center (farthest-first traversal) under Euclidean distance: the indices in pick order and,
     for each, its distance to the nearest point picked before it (None for the seeded first pick). Ties
-    go to the lowest index, so the order depends on the seed only through the first pick."""
+    go to the lowest index, so the order depends on the seed only through the first pick. `centers`
+    (points chosen in an earlier round) count as picked already: then there is no seeded first pick."""
     points = np.asarray(points, dtype=np.float64)
-    first = random.Random(f"select-diversity-{seed}").randrange(len(points))
-    chosen, gaps = [first], [None]
-    nearest = np.linalg.norm(points - points[first], axis=1)
-    nearest[first] = -np.inf
+    chosen: list[int] = []
+    gaps: list[float | None] = []
+    if centers is not None and len(centers):
+        centers = np.asarray(centers, dtype=np.float64)
+        nearest = np.linalg.norm(points[:, None, :] - centers[None, :, :], axis=2).min(axis=1)
+    else:
+        first = random.Random(f"select-diversity-{seed}").randrange(len(points))
+        chosen, gaps = [first], [None]
+        nearest = np.linalg.norm(points - points[first], axis=1)
+        nearest[first] = -np.inf
     while len(chosen) < budget:
         pick = int(np.argmax(nearest))  # argmax returns the first of equal maxima
         chosen.append(pick)
@@ -164,9 +174,11 @@ def prompt_embeddings(handle, prompts: Sequence[str], batch_size: int = 16) -> n
 
 
 def select(pairs: Sequence[tuple[str, str]], selector: str, budget: int, seed: int = 0, handle=None,
-           student: str | None = None, max_new_tokens: int = 32, batch_size: int = 8) -> Selection:
+           student: str | None = None, max_new_tokens: int = 32, batch_size: int = 8,
+           prior: Sequence[tuple[str, str]] = ()) -> Selection:
     """Choose `budget` of the (id, prompt) pairs. `handle` (the student) is needed by uncertainty and
-    diversity; `student` names it in the record."""
+    diversity; `student` names it in the record. `prior`: prompts chosen in earlier rounds (not in
+    `pairs`); diversity keeps its distance from them too (src/teacher/rounds.py)."""
     if selector not in SELECTORS:
         raise SelectionError(f"--select {selector!r} is not known (known: {', '.join(SELECTORS)})")
     check_budget(budget, len(pairs))
@@ -185,12 +197,12 @@ def select(pairs: Sequence[tuple[str, str]], selector: str, budget: int, seed: i
         picked = pick_highest(entropy, budget)
         scores, score_name = dict(zip(ids, entropy, strict=True)), "mean reply-token entropy (nats)"
     else:
-        points = prompt_embeddings(handle, prompts, batch_size)
-        picked, gaps = pick_k_center(points, budget, seed)
+        points = prompt_embeddings(handle, prompts + [text for _, text in prior], batch_size)
+        picked, gaps = pick_k_center(points[:len(prompts)], budget, seed, centers=points[len(prompts):])
         scores = {ids[i]: gap for i, gap in zip(picked, gaps, strict=True)}
         score_name = "distance to the nearest earlier pick (k-center)"
     return Selection(selector=selector, budget=budget, seed=seed, student=student, pool_size=len(pairs),
-                     pool_digest=pool_digest(pairs), chosen=[ids[i] for i in picked], scores=scores,
+                     pool_digest=pool_digest(pairs, prior), chosen=[ids[i] for i in picked], scores=scores,
                      score_name=score_name, seconds=round(time.perf_counter() - start, 2),
                      student_max_tokens=max_new_tokens if selector == "uncertainty" else None)
 
@@ -201,12 +213,13 @@ def selection_path(out) -> Path:
 
 
 def load_or_select(pairs: Sequence[tuple[str, str]], selector: str, budget: int, seed: int, student: str | None,
-                   path: Path, open_student: Callable[[], object], **kwargs) -> tuple[Selection, bool]:
+                   path: Path, open_student: Callable[[], object], prior: Sequence[tuple[str, str]] = (),
+                   **kwargs) -> tuple[Selection, bool]:
     """The selection saved at `path` when it was made with the same settings (a resumed collect run
     asks the same prompts without scoring the pool again), else a new one, saved before any prompt is
     asked. Returns (selection, whether it was reused)."""
     wanted = {"selector": selector, "budget": budget, "seed": seed,
-              "student": None if selector == "random" else student, "pool_digest": pool_digest(pairs),
+              "student": None if selector == "random" else student, "pool_digest": pool_digest(pairs, prior),
               "version": SELECTION_VERSION,
               "student_max_tokens": kwargs.get("max_new_tokens", 32) if selector == "uncertainty" else None}
     if path.exists():
@@ -218,6 +231,6 @@ def load_or_select(pairs: Sequence[tuple[str, str]], selector: str, budget: int,
             return saved, True
     check_budget(budget, len(pairs))
     handle = None if selector == "random" else open_student()
-    selection = select(pairs, selector, budget, seed, handle=handle, student=student, **kwargs)
+    selection = select(pairs, selector, budget, seed, handle=handle, student=student, prior=prior, **kwargs)
     write_json_atomic(path, selection.to_dict())
     return selection, False

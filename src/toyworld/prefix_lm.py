@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from src.toyworld.pretrain import ToySpec
-
 IGNORE = -100  # what cross-entropy skips: label padding
+
+
+class ToySpec(Protocol):
+    """The fields of `src.toyworld.pretrain.ToySpec` read here (a Protocol, so this module does not
+    import pretrain, which imports it)."""
+
+    layers: int
+    hidden_size: int
+    intermediate_size: int
+    heads: int
+    seq_len: int
+    batch_size: int
+    seed: int
 
 
 def t5_config(spec: ToySpec, tokenizer):

@@ -34,17 +34,9 @@ TEACHER_QA = 1.0  # the oracle answers every question right (conf/teacher/toywor
 
 def compose(overrides: list[str]) -> dict:
     """The composed config of one cell, as src.main would see it from the command line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from src.main import compose_cell
 
-    from src import PROJECT_ROOT
-
-    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides)
-    raw = OmegaConf.to_container(cfg, resolve=True)
-    raw.pop("hydra", None)
-    return raw
+    return compose_cell(overrides)
 
 
 def base_overrides(seed: int, cache_dir: str, job_dir: Path) -> list[str]:
