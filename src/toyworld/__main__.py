@@ -1,7 +1,7 @@
 """python -m src.toyworld write [--seed N]   the world's data and benchmark files (under cache_dir)
 python -m src.toyworld findings <sweep>      the three findings of a finished grid, printed and saved
 python -m src.toyworld architectures <sweep> bases of one size side by side (model=toy_l,toy_t5), findings 1-2 each
-python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450]
+python -m src.toyworld selection [--seeds 0,1,2] [--queries 50,150,450] [--rounds R]
                                              which prompts to pay the teacher for: each selector vs random
 python -m src.toyworld mix [--seeds 0,1,2] [--amounts 12K,36K] [--shares 0,0.25,0.5]
                                              pre-training text mixed into local imitation: is the knowledge kept?
@@ -42,6 +42,9 @@ def main() -> None:
     chosen.add_argument("--seeds", default="0,1,2", help="world seeds (replicates)")
     chosen.add_argument("--queries", default="50,150,450", help="teacher answers bought (conversations)")
     chosen.add_argument("--selectors", default=",".join(SELECTORS))
+    chosen.add_argument("--rounds", type=int, default=1,
+                        help="also choose each budget in this many rounds (uncertainty, diversity), toy_l "
+                             "fine-tuned on the answers between them")
     chosen.add_argument("--out", type=Path, default=Path("multirun/toyworld_selection"))
     chosen.add_argument("--cache-dir", default=default_cache_dir())
     mixed = sub.add_parser("mix", help="local imitation of toy_l with its pretraining corpus mixed in at each share")
@@ -64,7 +67,8 @@ def main() -> None:
 
         print(preference_study(_ints(args.seeds), args.amounts.split(","), args.out, args.cache_dir))
     elif args.command == "selection":
-        print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir))
+        print(run_study(_ints(args.seeds), _ints(args.queries), args.selectors.split(","), args.out, args.cache_dir,
+                        rounds=args.rounds))
     elif args.command == "architectures":
         from src.toyworld.architectures import write_comparison
 

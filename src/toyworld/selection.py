@@ -24,7 +24,7 @@ from pathlib import Path
 from src.io import write_json_atomic, write_text_atomic
 from src.report.stats import t975  # the one t table: the uncertainty issue's
 from src.store import default_cache_dir
-from src.teacher.select import SELECTORS, load_or_select
+from src.teacher.select import load_or_select
 from src.toyworld.files import data_dir, local_conversations
 from src.toyworld.world import WorldSpec, make_world
 
@@ -78,6 +78,68 @@ def write_selected_sources(seed: int, selectors: list[str], queries: list[int], 
             if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
                 write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
     return chosen
+
+
+def rounds_label(selector: str, rounds: int) -> str:
+    return f"{selector}_r{rounds}"
+
+
+def write_round_sources(seed: int, selectors: list[str], queries: list[int], rounds: int, cache_dir: str,
+                        out: Path) -> list[str]:
+    """For each selector that reads the student and each N: N prompts chosen in `rounds` rounds
+    (src/teacher/rounds.py), `toy_l` fine-tuned on the oracle's answers so far between them (a cell that
+    keeps its checkpoint, under <out>/seed_S/<label>_<N>_round<r>). The final file is the selected file of
+    the label `<selector>_r<rounds>`, which run_cells trains and scores as any selector's. Returns the labels."""
+    from src.cell import Cell
+    from src.main import run_cell
+    from src.models.hf import load_handle
+    from src.models.load import pick_device
+    from src.plugins import load_config
+    from src.teacher.clients import load_local_handle
+    from src.teacher.rounds import RoundsSettings, collect_in_rounds
+
+    pool = local_conversations(make_world(WorldSpec(seed=seed)))
+    pairs = [(r["id"], r["conversations"][0]["value"]) for r in pool]
+    by_id = {r["id"]: r for r in pool}
+    handles: dict[str, object] = {}
+
+    def open_student(name: str):
+        # the base scores round 1 of every (selector, N): loaded once (a toy model is under a million
+        # parameters, so keeping every round's student too costs nothing)
+        if name not in handles and name == "toy_l":
+            cfg = load_config(compose(base_overrides(seed, cache_dir, Path("."))))
+            handles[name] = load_handle(cfg.model, cfg.cache_dir, pick_device("cpu"), trained=False, seed=seed)
+        elif name not in handles:  # a round's checkpoint directory
+            handles[name] = load_local_handle(name, cache_dir, pick_device("cpu"))
+        return handles[name]
+
+    def write_rows(path: Path, ids: list[str]) -> None:
+        rows = [by_id[i] for i in ids]
+        if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
+            write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+
+    labels = []
+    for selector in [s for s in selectors if s != "random"]:  # random does not read the student
+        label = rounds_label(selector, rounds)
+        labels.append(label)
+        for n in queries:
+            answers = data_dir(cache_dir, seed) / "selected" / f"{label}_{n}" / "answers.json"
+
+            def train(r: int, answers: Path = answers, label: str = label, n: int = n) -> Path:
+                job_dir = out / f"seed_{seed}" / f"{label}_{n}_round{r}"
+                overrides = [*base_overrides(seed, cache_dir, job_dir), "data.amount=all", "train.save_checkpoint=true",
+                             *selected_source(answers, f"{label}_round{r}", n)]
+                raw = compose(overrides)
+                results = run_cell(raw, job_dir, overrides)
+                print(f"seed {seed} {label} {n} queries, round {r}: QA {results.metrics[QA]:.3f}")
+                return Cell.of(load_config(raw)).checkpoint
+
+            plan = RoundsSettings(selector=selector, budget=n, rounds=rounds, seed=seed, student="toy_l", round_train=[],
+                                  max_new_tokens=16, batch_size=32)
+            record = collect_in_rounds(pairs, plan, answers, open_student, lambda ids, _, a=answers: write_rows(a, ids),
+                                       train)
+            write_rows(selected_file(cache_dir, seed, label, n), record["chosen"])
+    return labels
 
 
 def selected_source(path: Path, selector: str, n: int) -> list[str]:
@@ -202,6 +264,12 @@ def write_report(rows: list[dict], out: Path) -> str:
     return text
 
 
+def curve_names(rows: list[dict]) -> list[str]:
+    """One curve per selector in the rows (a rounds label such as uncertainty_r3 too), in first-seen order;
+    the base is a line, not a curve."""
+    return [s for s in dict.fromkeys(r["selector"] for r in rows) if s != "base"]
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -209,7 +277,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for selector in [s for s in SELECTORS if any(r["selector"] == s for r in rows)]:
+    for selector in curve_names(rows):
         by_n: dict[int, list[float]] = {}
         for r in rows:
             if r["selector"] == selector:
@@ -232,11 +300,14 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def run_study(seeds: list[int], queries: list[int], selectors: list[str], out: Path,
-              cache_dir: str | None = None) -> str:
+              cache_dir: str | None = None, rounds: int = 1) -> str:
+    """`rounds` > 1 adds `<selector>_r<rounds>` beside each selector that reads the student: the same
+    budget chosen in rounds, the student fine-tuned between them."""
     cache_dir = cache_dir or default_cache_dir()
     rows: list[dict] = []
     for seed in seeds:  # the report is rewritten after every seed: an interrupted study still says something
         write_selected_sources(seed, selectors, queries, cache_dir)
-        rows += run_cells(seed, selectors, queries, cache_dir, out)
+        labels = write_round_sources(seed, selectors, queries, rounds, cache_dir, out) if rounds > 1 else []
+        rows += run_cells(seed, [*selectors, *labels], queries, cache_dir, out)
         text = write_report(rows, out)
     return text

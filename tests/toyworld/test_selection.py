@@ -63,3 +63,18 @@ def test_a_selection_cell_is_named_by_its_files_content(tmp_path):
     second = selected_source(path, "uncertainty", 50)
     assert second[0] != first[0] and second[0].startswith("data.source.name=toy_select_uncertainty_50_")
     assert second[1] == first[1] == f"data.source.path='{path}'"
+
+
+def test_a_rounds_label_is_compared_with_random_and_drawn(tmp_path):
+    """`--rounds 3` adds uncertainty_r3 rows: compared with random at equal queries like any selector,
+    and given its own curve in the plot."""
+    from src.toyworld.selection import curve_names
+
+    rows = _rows({50: [0.5, 0.6, 0.7]}, {50: [0.4, 0.5, 0.6]})
+    rows += [{**r, "selector": "uncertainty_r3", "qa": r["qa"] - 0.2, "run_id": r["run_id"] + "r3"}
+             for r in rows if r["selector"] == "uncertainty"]
+    verdicts = {c.selector: c.verdict for c in compare(rows)}
+    assert verdicts == {"uncertainty": "beats random", "uncertainty_r3": "worse than random"}
+    assert curve_names(rows) == ["random", "uncertainty", "uncertainty_r3"]
+    text = write_report(rows, tmp_path)
+    assert "| uncertainty_r3 | 50 |" in text and (tmp_path / "selection.png").stat().st_size > 0
