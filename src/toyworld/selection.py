@@ -256,6 +256,9 @@ def write_report(rows: list[dict], out: Path) -> str:
         finding = "cannot tell with one seed (run --seeds 0,1,2: the interval is over seeds)."
     else:
         finding = "no selector beats random at equal queries with these seeds."
+    if len(comparisons) > 1:  # each interval is at 95%, none corrected for the others
+        finding += (f" ({len(comparisons)} comparisons with random, each at 95% with no correction for the others: "
+                    f"about {0.05 * len(comparisons):.1f} verdicts either way are expected from chance alone.)")
     lines += ["", f"Finding: {finding}"]
     text = "\n".join(lines) + "\n"
     write_text_atomic(out / "selection_findings.md", text)

@@ -78,3 +78,4 @@ def test_a_rounds_label_is_compared_with_random_and_drawn(tmp_path):
     assert curve_names(rows) == ["random", "uncertainty", "uncertainty_r3"]
     text = write_report(rows, tmp_path)
     assert "| uncertainty_r3 | 50 |" in text and (tmp_path / "selection.png").stat().st_size > 0
+    assert "2 comparisons with random" in text and "about 0.1 verdicts either way are expected" in text
