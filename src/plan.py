@@ -9,7 +9,9 @@ config (a local folder, the local Hugging Face cache or an already converted GGU
 MFU and peak come from the last results.json in the store of a trained cell of that model whose MFU
 was measured (a GPU run), else from `plan_mfu` and `plan_peak_flops` (train.peak_flops when set).
 Steps assume full rows (packing continues an example into the next row, so only the last row of
-each packed increment is partial).
+each packed increment is partial). An encoder-decoder base trains on one unpacked row per assistant
+reply, a count known only once the data is prepared: its steps print as "?" (its FLOPs are the same
+rough 6N-per-token figure, which counts both stacks for every token).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def measured_mfu(store_dir: str, model: str) -> tuple[float, float, str] | None:
 
 
 def cell_cost(cfg: RunConfig) -> CellCost:
+    from src.models.load import is_encoder_decoder
     from src.training.milestones import plan
 
     cell = Cell.of(cfg)
@@ -136,7 +139,9 @@ def cell_cost(cfg: RunConfig) -> CellCost:
     tokens = cfg.data.amount
     block = min(cfg.train.block_length, cfg.model.context_length)
     steps = None
-    if tokens is not None:
+    config = architecture(cfg.model, cfg.cache_dir)
+    unpacked = config is not None and is_encoder_decoder(config)  # rows per reply: counted by prepare, not here
+    if tokens is not None and not unpacked:
         increments = [m for m in cfg.train.milestones if m < tokens] + [tokens]
         if cfg.data.pretrain_mix.active:  # data.pretrain_mix: its text is trained on too (src/data/pretrain_mix.py)
             from src.data.pretrain_mix import pretrain_tokens

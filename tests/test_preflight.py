@@ -162,3 +162,16 @@ def test_plan_counts_flops_by_the_models_shape_not_its_name(tmp_path):
                                                  "model.init.intermediate_size=256"])))
     assert narrow.model == wide.model == "tiny"
     assert wide.flops > narrow.flops  # the first cell's FLOPs were reused for every cell named tiny
+
+
+def test_plan_leaves_an_encoder_decoders_steps_unknown(tmp_path):
+    """A T5 trains on one unpacked row per reply: the plan cannot count its steps from tokens alone,
+    and says "?" rather than the packed figure (1K and 2K milestones: two 1K increments of 4 rows of 256
+    tokens each, 4 rows a step: 2 steps)."""
+    from src.plan import format_plan
+
+    base = ["experiment=smoke", "output_dir=/tmp/x", f"store_dir={tmp_path}", "data.amount=2K"]
+    packed = cell_cost(load_config(compose_config(base)))
+    t5 = cell_cost(load_config(compose_config([*base, "model=tiny_t5"])))
+    assert packed.steps == 2 and t5.steps is None and t5.flops > 0
+    assert format_plan([t5]).splitlines()[1].split()[2] == "?"  # cell, tokens, steps
