@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,11 +67,16 @@ def finetune_overrides(student: str, out: Path, r: int, extra: list[str], cache_
     """The cell that fine-tunes the student on the answers of rounds 1..r. The file's content is in the
     source name, so in run_id: other answers are another cell, never a stale one."""
     digest = hashlib.sha256(Path(out).read_bytes()).hexdigest()[:8]
-    stem = Path(out).name.rsplit(".", 1)[0]
-    # the user's overrides first: what makes it this round's cell (all the answers, the checkpoint kept,
-    # nothing evaluated) comes after them and wins
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", Path(out).name.rsplit(".", 1)[0])  # a plain name in run_id and folders
     cache = [f"cache_dir='{cache_dir}'"] if cache_dir else []  # where collect found the student (--cache-dir)
-    return [*cache, *extra, f"model={student}", "data_source=sharegpt", f"data.source.name={stem}_round{r}_{digest}",
+    # the answers as collected: the sharegpt source's cleaning is for web dumps (HTML replies, a mixed-
+    # language crawl) and would rewrite a reply holding a tag or drop prompts the selector chose
+    as_collected = ["data.source.clean.html_to_markdown=false", "data.source.clean.english_only=false",
+                    "data.source.strict=true"]  # written by collect: a bad record is a bug, not noise
+    # then the user's overrides; what makes it this round's cell (all the answers, the checkpoint kept,
+    # nothing evaluated) comes last and wins
+    return [*cache, *as_collected, *extra, f"model={student}", "data_source=sharegpt",
+            f"data.source.name={stem}_round{r}_{digest}",
             f"data.source.path='{Path(out).resolve()}'", "data.amount=all", "benchmark=[]",
             "train.save_checkpoint=true", f"output_dir='{job_dir(out, r).resolve()}'"]
 

@@ -148,3 +148,20 @@ def test_collect_rounds_refuse_a_checkpoint_directory_as_student(tmp_path, capsy
               "--model", "echo", "--api-key-env", "", "--select", "diversity", "--budget", "2", "--rounds", "2",
               "--student", str(tmp_path)])
     assert "give a conf/model name, not the directory" in capsys.readouterr().err
+
+
+def test_a_round_trains_on_the_answers_as_collected(tmp_path):
+    """The fine-tune cell reads the answers unchanged: no HTML conversion (a reply may hold a tag), no
+    English filter (the selector chose those prompts), strict parsing; its source name is the file's stem
+    made safe for Hydra plus the content digest, and the user's overrides cannot undo data.amount=all."""
+    from src.teacher.rounds import finetune_overrides
+    from tests.conftest import run_config
+
+    out = tmp_path / "my answers.v2.json"
+    out.write_text(json.dumps([{"id": "a", "conversations": [
+        {"from": "human", "value": "¿Qué es <div>?"}, {"from": "gpt", "value": "Un elemento: <div>hola</div>"}]}]))
+    overrides = finetune_overrides("tiny", out, 1, ["experiment=smoke", "data.amount=1K"], cache_dir=CACHE)
+    cfg = run_config(overrides)
+    assert cfg.data.source.name.startswith("my_answers_v2_round1_") and cfg.data.amount is None  # all
+    assert cfg.data.source.clean.html_to_markdown is False and cfg.data.source.clean.english_only is False
+    assert cfg.data.source.strict is True and cfg.train.save_checkpoint is True
