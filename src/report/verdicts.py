@@ -9,7 +9,8 @@ number of series tested, so one "rising" among many is weak evidence):
 1. Broad imitation leaves capability flat or worse: no capability series of a broad source rises,
    and no trained cell beats its base significantly (paired, item by item).
 2. A larger base moves capability: among the base models (amount 0), some capability metric rises
-   with base size (slope against log10 parameters excluding 0) and none falls; needs two base sizes.
+   with base size (slope against log10 parameters excluding 0) and none falls; needs two base sizes
+   (at least MIN_SIZE_RATIO apart: two architectures of one size are not a size comparison).
    The same slopes at the trained amounts are listed as evidence, counted, and do not decide.
 3. Style reaches the teacher while capability does not: with a teacher's scores for both, at the
    largest budget the style metric is not significantly below the teacher while every capability
@@ -93,15 +94,22 @@ def token_series(rows: list[Results], metrics: list[str], teacher: dict | None) 
     return out
 
 
+MIN_SIZE_RATIO = 1.25  # bases closer than this in parameters are one size (the study's are 1.9x apart or more)
+
+
 def size_series(rows: list[Results], metrics: list[str]) -> list[tuple[str, str, str, Slope]]:
-    """(source, amount, metric, slope against log10 parameters) wherever two base sizes meet."""
+    """(source, amount, metric, slope against log10 parameters) wherever two base sizes meet. Bases
+    within MIN_SIZE_RATIO of each other are one size: a grid comparing two architectures of one size
+    (the toy world's toy_l and toy_t5, 896 parameters apart) would otherwise read their difference as
+    a slope over a thousandth of a decade."""
     out = []
     groups: dict[tuple[str, str], list[Results]] = {}
     for r in rows:
         key = ("base", "0") if r.tokens.total == 0 else (r.axes.data_source, r.axes.amount_label)
         groups.setdefault(key, []).append(r)
     for (source, amount), cells in groups.items():
-        if len({c.model_parameters for c in cells if c.model_parameters}) < 2:
+        sizes = {c.model_parameters for c in cells if c.model_parameters}
+        if len(sizes) < 2 or max(sizes) < MIN_SIZE_RATIO * min(sizes):
             continue
         if amount == "0":  # a base model is one model whatever grid line it sits on: once per model and seed
             cells = list({(c.axes.model, c.axes.seed): c for c in reversed(cells)}.values())
@@ -137,7 +145,8 @@ def claim_broad(series: list[Series]) -> Claim:
 
 def claim_size(sizes: list[tuple[str, str, str, Slope]]) -> Claim:
     if not sizes:
-        return Claim("A larger base moves capability", UNKNOWN, ["needs two base-model sizes at one amount"])
+        return Claim("A larger base moves capability", UNKNOWN,
+                     [f"needs two base-model sizes at one amount (at least {MIN_SIZE_RATIO:g}x apart in parameters)"])
     deciding = [entry for entry in sizes if entry[1] == "0"] or sizes
     evidence = [f"{metric} at {amount} ({source}): {s.verdict}, {s.text('per decade of parameters')}"
                 + ("" if (source, amount, metric, s) in deciding else " (not deciding)")

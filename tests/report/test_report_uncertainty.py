@@ -170,3 +170,17 @@ def test_t_quantiles_between_tabulated_dfs_are_never_too_small():
     assert t975(10) == 2.228 and t975(21) == 2.080  # tabulated
     assert t975(45) == 2.021  # df 40's: the true 2.014 is smaller, so the interval is a little wide
     assert t975(1000) == 1.980 and t975(0) == float("inf")
+
+
+def test_two_bases_of_one_size_are_no_size_comparison(tmp_path):
+    """toy_l and toy_t5 are 763,008 and 763,904 parameters: far apart in NQ, but not in size; the claim
+    cannot be told rather than read as a steep slope per decade of parameters. 1.3x apart, it is told."""
+    n = 100
+    write(tmp_path, nq_cell("decoder", 763_008, 0, 0, ones(10, n)))
+    write(tmp_path, nq_cell("encdec", 763_904, 0, 0, ones(60, n)))
+    _, sizes, claims = verdicts(load_results(tmp_path), ["nq/em"])
+    claim = next(c for c in claims if c.name == "A larger base moves capability")
+    assert sizes == [] and claim.verdict == UNKNOWN and "1.25x apart" in claim.evidence[0]
+    write(tmp_path, nq_cell("encdec", 763_008 * 1.3, 0, 0, ones(60, n)))
+    _, sizes, claims = verdicts(load_results(tmp_path), ["nq/em"])
+    assert len(sizes) == 1 and sizes[0][3].verdict == "rising"
