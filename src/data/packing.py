@@ -33,17 +33,6 @@ def pack(examples: list[Rendered], block_length: int) -> list[PackedRow]:
     return rows
 
 
-def pack_increments(examples: list[Rendered], block_length: int, boundaries: list[int]) -> tuple[list[PackedRow], list[int]]:
-    """Pack each budget increment on its own (milestone mode): the rows of the first k increments are
-    then exactly the rows a run on the k-th budget packs, and no row mixes tokens of two increments.
-    Returns the rows and, per boundary, how many rows lie before it."""
-    rows: list[PackedRow] = []
-    packer = StreamPacker(block_length, rows.append, boundaries)
-    for example in examples:
-        packer.add(example)
-    return rows, packer.finish()
-
-
 def packing_efficiency(rows: list[PackedRow], block_length: int) -> float:
     """Real tokens / processed tokens (rows are padded to block_length)."""
     if not rows:
@@ -75,10 +64,11 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class StreamPacker:
-    """pack / pack_increments one example at a time: full rows go to `emit` as they fill, so no list
-    of the whole set is ever held (prepare writes them straight into the store's arrays). At each
-    boundary (a token count) the example is cut and the partial row is flushed, exactly as
-    packing each increment on its own (milestone mode) does. `ends[i]`: rows before boundary i."""
+    """`pack`, one example at a time: full rows go to `emit` as they fill, so no list of the whole set
+    is ever held (prepare writes them straight into the store's arrays). At each boundary (a token
+    count) the example is cut and the partial row is flushed, so each budget increment is packed on its
+    own (milestone mode: the rows of the first k increments are those a run on the k-th budget packs).
+    `ends[i]`: rows before boundary i."""
 
     def __init__(self, block_length: int, emit, boundaries: list[int] = (), on_boundary=lambda: None):
         self.block_length, self.emit, self.on_boundary = block_length, emit, on_boundary
