@@ -60,6 +60,15 @@ def _flops_per_token(model_key: str, block_length: int) -> float | None:
     return flops_per_token(model, block_length)
 
 
+@functools.cache
+def _unpacked(model_key: str) -> bool:
+    """Whether the model is an encoder-decoder (its config read once per model, as its FLOPs are)."""
+    from src.models.load import is_encoder_decoder
+
+    config = architecture(*_MODELS[model_key])
+    return config is not None and is_encoder_decoder(config)
+
+
 _MODELS: dict[str, tuple[ModelConfig, str]] = {}
 
 
@@ -118,7 +127,6 @@ def measured_mfu(store_dir: str, model: str) -> tuple[float, float, str] | None:
 
 
 def cell_cost(cfg: RunConfig) -> CellCost:
-    from src.models.load import is_encoder_decoder
     from src.training.milestones import plan
 
     cell = Cell.of(cfg)
@@ -139,9 +147,10 @@ def cell_cost(cfg: RunConfig) -> CellCost:
     tokens = cfg.data.amount
     block = min(cfg.train.block_length, cfg.model.context_length)
     steps = None
-    config = architecture(cfg.model, cfg.cache_dir)
-    unpacked = config is not None and is_encoder_decoder(config)  # rows per reply: counted by prepare, not here
-    if tokens is not None and not unpacked:
+    # by what decides the weights' shape, not the name: a grid may vary model.hub_id or model.init under one
+    key = json.dumps([model_identity(cfg.model), cfg.model.architecture, cfg.cache_dir], sort_keys=True, default=str)
+    _MODELS[key] = (cfg.model, cfg.cache_dir)
+    if tokens is not None and not _unpacked(key):  # an encoder-decoder's rows (one per reply) are counted by prepare
         increments = [m for m in cfg.train.milestones if m < tokens] + [tokens]
         if cfg.data.pretrain_mix.active:  # data.pretrain_mix: its text is trained on too (src/data/pretrain_mix.py)
             from src.data.pretrain_mix import pretrain_tokens
@@ -151,9 +160,6 @@ def cell_cost(cfg: RunConfig) -> CellCost:
         edges = [0, *increments]
         rows = sum(math.ceil((b - a) / block) for a, b in zip(edges, edges[1:], strict=False))  # each increment packs alone
         steps = math.ceil(rows / cfg.train.rows_per_step) * cfg.train.epochs
-    # by what decides the weights' shape, not the name: a grid may vary model.hub_id or model.init under one
-    key = json.dumps([model_identity(cfg.model), cfg.model.architecture, cfg.cache_dir], sort_keys=True, default=str)
-    _MODELS[key] = (cfg.model, cfg.cache_dir)
     per_token = _flops_per_token(key, block)
     flops = per_token * tokens * cfg.train.epochs if per_token is not None and tokens is not None else None
     measured = measured_mfu(cfg.store_dir, cfg.model.name)

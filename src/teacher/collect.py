@@ -303,21 +303,13 @@ def choose_prompts(prompts: list[Prompt], args: argparse.Namespace, out: Path) -
         return prompts, None
     if args.rounds != 1:
         raise CollectError("--rounds is run by collect_rounds (a bug: choose_prompts chooses in one round)")
-    if args.budget is None:
-        raise CollectError("--select needs --budget N (how many prompts to ask)")
-    if args.select != "random" and not args.student:
-        raise CollectError(f"--select {args.select} needs --student MODEL (a conf/model name or a checkpoint dir)")
+    check_select(args)
     unique, _ = dedup(prompts)
-
-    def open_student():
-        from src.models.load import pick_device
-
-        return load_local_handle(args.student, args.cache_dir, pick_device("auto"))
-
     try:
         selection, reused = load_or_select(
             [(p.id, p.prompt) for p in unique], args.select, args.budget, args.select_seed, args.student,
-            selection_path(out), open_student, max_new_tokens=args.student_max_tokens, batch_size=args.batch_size)
+            selection_path(out), lambda: open_student(args.student, args), max_new_tokens=args.student_max_tokens,
+            batch_size=args.batch_size)
     except SelectionError as err:
         raise CollectError(str(err)) from err
     log.info("%s %d of %d prompts by %s%s", "reusing the choice of" if reused else "chose", len(selection.chosen),
@@ -326,14 +318,26 @@ def choose_prompts(prompts: list[Prompt], args: argparse.Namespace, out: Path) -
     return [by_id[i] for i in selection.chosen], selection.to_dict()
 
 
+def check_select(args: argparse.Namespace) -> None:
+    """What --select needs, in one round or several."""
+    if args.budget is None:
+        raise CollectError("--select needs --budget N (how many prompts to ask)")
+    if args.select != "random" and not args.student:
+        raise CollectError(f"--select {args.select} needs --student MODEL (a conf/model name or a checkpoint dir)")
+
+
+def open_student(name: str, args: argparse.Namespace):
+    """The student (a conf/model name or a checkpoint directory) on the best device here."""
+    from src.models.load import pick_device
+
+    return load_local_handle(name, args.cache_dir, pick_device("auto"))
+
+
 def check_rounds(args: argparse.Namespace) -> None:
     """What --rounds needs, said before the pool is scored or anything asked."""
     if args.select is None or args.select == "random":
         raise CollectError("--rounds needs --select uncertainty or diversity (random does not read the student)")
-    if args.budget is None:
-        raise CollectError("--select needs --budget N (how many prompts to ask)")
-    if not args.student:
-        raise CollectError(f"--select {args.select} needs --student MODEL (a conf/model name or a checkpoint dir)")
+    check_select(args)
     if Path(args.student).expanduser().is_dir():
         raise CollectError(f"--rounds fine-tunes --student between rounds: give a conf/model name, not the "
                            f"directory {args.student}")
@@ -352,11 +356,6 @@ def collect_rounds(prompts: list[Prompt], teacher: Teacher, args: argparse.Names
     out = Path(args.out)
     last: list[CollectStats] = []
 
-    def open_student(name: str):
-        from src.models.load import pick_device
-
-        return load_local_handle(name, args.cache_dir, pick_device("auto"))
-
     def ask(ids: list[str], record: dict) -> None:
         last[:] = [collect([by_id[i] for i in ids], teacher, out, settings, selection=record)]
 
@@ -365,7 +364,7 @@ def collect_rounds(prompts: list[Prompt], teacher: Teacher, args: argparse.Names
                           max_new_tokens=args.student_max_tokens, batch_size=args.batch_size,
                           cache_dir=args.cache_dir)
     try:
-        collect_in_rounds([(p.id, p.prompt) for p in unique], plan, out, open_student, ask)
+        collect_in_rounds([(p.id, p.prompt) for p in unique], plan, out, lambda name: open_student(name, args), ask)
     except SelectionError as err:
         raise CollectError(str(err)) from err
     return last[0]

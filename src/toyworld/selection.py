@@ -44,16 +44,28 @@ def base_overrides(seed: int, cache_dir: str, job_dir: Path) -> list[str]:
             f"cache_dir='{cache_dir}'", f"output_dir='{job_dir}'", "benchmark=[toy_qa,toy_cloze]"]
 
 
+def load_base_student(seed: int, cache_dir: str):
+    """toy_l's base model of this world, as the selectors' student."""
+    from src.models.hf import load_handle
+    from src.models.load import pick_device
+    from src.plugins import load_config
+
+    cfg = load_config(compose(base_overrides(seed, cache_dir, Path("."))))
+    return load_handle(cfg.model, cfg.cache_dir, pick_device("cpu"), trained=False, seed=seed)
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """A ShareGPT file of these conversations, rewritten only when its content would change."""
+    if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
+        write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+
+
 def selected_file(cache_dir: str, seed: int, selector: str, queries: int) -> Path:
     return data_dir(cache_dir, seed) / "selected" / f"{selector}_{queries}.json"
 
 
 def write_selected_sources(seed: int, selectors: list[str], queries: list[int], cache_dir: str) -> dict:
     """For each selector, the ShareGPT files of the first N chosen prompts with the oracle's answers."""
-    from src.models.hf import load_handle
-    from src.models.load import pick_device
-    from src.plugins import load_config
-
     pool = local_conversations(make_world(WorldSpec(seed=seed)))
     pairs = [(r["id"], r["conversations"][0]["value"]) for r in pool]
     by_id = {r["id"]: r for r in pool}
@@ -62,8 +74,7 @@ def write_selected_sources(seed: int, selectors: list[str], queries: list[int], 
     def student():
         nonlocal handle
         if handle is None:
-            cfg = load_config(compose(base_overrides(seed, cache_dir, Path("."))))
-            handle = load_handle(cfg.model, cfg.cache_dir, pick_device("cpu"), trained=False, seed=seed)
+            handle = load_base_student(seed, cache_dir)
         return handle
 
     chosen = {}
@@ -73,10 +84,7 @@ def write_selected_sources(seed: int, selectors: list[str], queries: list[int], 
                                       student, max_new_tokens=16, batch_size=32)
         chosen[selector] = selection.chosen
         for n in queries:
-            path = selected_file(cache_dir, seed, selector, n)
-            rows = [by_id[i] for i in selection.chosen[:n]]
-            if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
-                write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+            write_rows(selected_file(cache_dir, seed, selector, n), [by_id[i] for i in selection.chosen[:n]])
     return chosen
 
 
@@ -92,7 +100,6 @@ def write_round_sources(seed: int, selectors: list[str], queries: list[int], rou
     the label `<selector>_r<rounds>`, which run_cells trains and scores as any selector's. Returns the labels."""
     from src.cell import Cell
     from src.main import run_cell
-    from src.models.hf import load_handle
     from src.models.load import pick_device
     from src.plugins import load_config
     from src.teacher.clients import load_local_handle
@@ -106,17 +113,13 @@ def write_round_sources(seed: int, selectors: list[str], queries: list[int], rou
     def open_student(name: str):
         # the base scores round 1 of every (selector, N): loaded once (a toy model is under a million
         # parameters, so keeping every round's student too costs nothing)
-        if name not in handles and name == "toy_l":
-            cfg = load_config(compose(base_overrides(seed, cache_dir, Path("."))))
-            handles[name] = load_handle(cfg.model, cfg.cache_dir, pick_device("cpu"), trained=False, seed=seed)
-        elif name not in handles:  # a round's checkpoint directory
-            handles[name] = load_local_handle(name, cache_dir, pick_device("cpu"))
+        if name not in handles:  # the base, or a round's checkpoint directory
+            handles[name] = (load_base_student(seed, cache_dir) if name == "toy_l"
+                             else load_local_handle(name, cache_dir, pick_device("cpu")))
         return handles[name]
 
-    def write_rows(path: Path, ids: list[str]) -> None:
-        rows = [by_id[i] for i in ids]
-        if not path.exists() or json.loads(path.read_text(encoding="utf-8")) != rows:
-            write_text_atomic(path, json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    def ask(ids: list[str], answers: Path) -> None:
+        write_rows(answers, [by_id[i] for i in ids])
 
     labels = []
     for selector in [s for s in selectors if s != "random"]:  # random does not read the student
@@ -136,9 +139,8 @@ def write_round_sources(seed: int, selectors: list[str], queries: list[int], rou
 
             plan = RoundsSettings(selector=selector, budget=n, rounds=rounds, seed=seed, student="toy_l", round_train=[],
                                   max_new_tokens=16, batch_size=32)
-            record = collect_in_rounds(pairs, plan, answers, open_student, lambda ids, _, a=answers: write_rows(a, ids),
-                                       train)
-            write_rows(selected_file(cache_dir, seed, label, n), record["chosen"])
+            record = collect_in_rounds(pairs, plan, answers, open_student, lambda ids, _, a=answers: ask(ids, a), train)
+            write_rows(selected_file(cache_dir, seed, label, n), [by_id[i] for i in record["chosen"]])
     return labels
 
 
