@@ -5,12 +5,16 @@ packing; an example that straddles a row boundary continues at the start of the 
 token carries a segment id and a position restarting at 0 per piece; the collator turns segment ids
 into a block-diagonal causal mask, because on CPU attention (sdpa/eager) position ids alone do NOT
 keep packed examples apart.
+
+The packers work on numpy arrays and emit RowArrays (what the store writes as it is); PackedRow is
+the lists the training loop collates, made from a RowArrays by `packed()`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from src.data.template import IGNORE, Rendered
@@ -24,9 +28,33 @@ class PackedRow:
     segment_ids: list[int]  # 0, 1, 2, ... per piece within the row
 
 
+def segments_of(positions: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... per piece of a row: a piece starts where its position is 0."""
+    return np.cumsum(positions == 0) - 1
+
+
+@dataclass
+class RowArrays:
+    """A row as the packers emit it: int64 arrays, segment ids implied by the positions. Prepare
+    packs arrays end to end (what its worker processes send) and the store writes them as they are,
+    so no token becomes a Python int on the way."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    position_ids: np.ndarray
+
+    def packed(self) -> PackedRow:
+        return PackedRow(self.input_ids.tolist(), self.labels.tolist(), self.position_ids.tolist(),
+                         segments_of(self.position_ids).tolist())
+
+    @property
+    def loss_tokens(self) -> int:
+        return int(np.count_nonzero(self.labels != IGNORE))
+
+
 def pack(examples: list[Rendered], block_length: int) -> list[PackedRow]:
     rows: list[PackedRow] = []
-    packer = StreamPacker(block_length, rows.append)
+    packer = StreamPacker(block_length, lambda row: rows.append(row.packed()))
     for example in examples:
         packer.add(example)
     packer.finish()
@@ -64,8 +92,9 @@ def collate(rows: list[PackedRow], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 class StreamPacker:
-    """`pack`, one example at a time: full rows go to `emit` as they fill, so no list of the whole set
-    is ever held (prepare writes them straight into the store's arrays). At each boundary (a token
+    """`pack`, one example at a time: full rows go to `emit` (a RowArrays) as they fill, so no list of
+    the whole set is ever held (prepare writes them straight into the store's arrays). An example's
+    ids and labels may be lists or arrays. At each boundary (a token
     count) the example is cut and the partial row is flushed, so each budget increment is packed on its
     own (milestone mode: the rows of the first k increments are those a run on the k-th budget packs).
     `ends[i]`: rows before boundary i."""
@@ -74,19 +103,22 @@ class StreamPacker:
         self.block_length, self.emit, self.on_boundary = block_length, emit, on_boundary
         self.edges = sorted(boundaries)
         self.n_boundaries = len(self.edges)
-        self.row = PackedRow([], [], [], [])
+        self.pieces: list[tuple[np.ndarray, np.ndarray]] = []  # (ids, labels) of the row being filled
+        self.fill = 0  # its tokens
         self.rows = 0
         self.total = 0
         self.ends: list[int] = []
         self.loss_placed = 0  # labelled tokens placed so far (prepare counts a pre-training mix's with it)
 
     def add(self, example: Rendered) -> None:
+        ids = np.asarray(example.input_ids, dtype=np.int64)
+        labels = np.asarray(example.labels, dtype=np.int64)
         start = 0
-        while start < len(example.input_ids):
-            room = self.edges[0] - self.total if self.edges else len(example.input_ids) - start
-            take = min(room, len(example.input_ids) - start)
+        while start < len(ids):
+            room = self.edges[0] - self.total if self.edges else len(ids) - start
+            take = min(room, len(ids) - start)
             if take:
-                self._place(example.input_ids[start:start + take], example.labels[start:start + take])
+                self._place(ids[start:start + take], labels[start:start + take])
             start += take
             self.total += take
             if self.edges and self.total == self.edges[0]:
@@ -95,28 +127,27 @@ class StreamPacker:
                 self.ends.append(self.rows)
                 self.on_boundary()  # the rows before the boundary are all emitted, none after it yet
 
-    def _place(self, input_ids: list[int], labels: list[int]) -> None:
+    def _place(self, input_ids: np.ndarray, labels: np.ndarray) -> None:
         start = 0
         while start < len(input_ids):
-            room = self.block_length - len(self.row.input_ids)
+            room = self.block_length - self.fill
             piece_ids = input_ids[start:start + room]
-            piece_labels = list(labels[start:start + room])
+            piece_labels = labels[start:start + room].copy()
             piece_labels[0] = IGNORE  # nothing in its own example predicts a piece's first token
-            self.loss_placed += len(piece_labels) - piece_labels.count(IGNORE)  # C speed: a row is 2K tokens
-            segment = self.row.segment_ids[-1] + 1 if self.row.segment_ids else 0
-            self.row.input_ids += piece_ids
-            self.row.labels += piece_labels
-            self.row.position_ids += list(range(len(piece_ids)))
-            self.row.segment_ids += [segment] * len(piece_ids)
+            self.loss_placed += int(np.count_nonzero(piece_labels != IGNORE))
+            self.pieces.append((piece_ids, piece_labels))
+            self.fill += len(piece_ids)
             start += len(piece_ids)
-            if len(self.row.input_ids) == self.block_length:
+            if self.fill == self.block_length:
                 self._flush()
 
     def _flush(self) -> None:
-        if self.row.input_ids:
-            self.emit(self.row)
+        if self.pieces:
+            self.emit(RowArrays(np.concatenate([ids for ids, _ in self.pieces]),
+                                np.concatenate([labels for _, labels in self.pieces]),
+                                np.concatenate([np.arange(len(ids)) for ids, _ in self.pieces])))
             self.rows += 1
-            self.row = PackedRow([], [], [], [])
+            self.pieces, self.fill = [], 0
 
     def finish(self) -> list[int]:
         """Flush the last row; the row count at each boundary (the end, for boundaries never reached)."""
@@ -144,20 +175,14 @@ class TurnRows(StreamPacker):
         super().__init__(block_length, emit, boundaries, on_boundary)
         self.counts = {"encoder_tokens": 0, "decoder_tokens": 0, "dropped_loss_tokens": 0, "truncated_tokens": 0}
 
-    def _place(self, input_ids: list[int], labels: list[int]) -> None:
-        i, n = 0, len(labels)
-        while i < n:
-            if labels[i] == IGNORE:
-                i += 1
-                continue
-            j = i
-            while j < n and labels[j] != IGNORE:
-                j += 1
-            self._turn(list(input_ids[:i]), list(input_ids[i:j]))
-            i = j
+    def _place(self, input_ids: np.ndarray, labels: np.ndarray) -> None:
+        labelled = np.concatenate([[False], labels != IGNORE, [False]])
+        edges = np.flatnonzero(labelled[1:] != labelled[:-1])  # where each run of labelled tokens starts and ends
+        for i, j in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            self._turn(input_ids[:i], input_ids[i:j])
 
-    def _turn(self, encoder: list[int], decoder: list[int]) -> None:
-        if not encoder:
+    def _turn(self, encoder: np.ndarray, decoder: np.ndarray) -> None:
+        if not len(encoder):
             self.counts["dropped_loss_tokens"] += len(decoder)
             return
         kept_encoder, kept_decoder = encoder[-self.block_length:], decoder[:self.block_length]
@@ -166,9 +191,9 @@ class TurnRows(StreamPacker):
         self.counts["encoder_tokens"] += len(kept_encoder)
         self.counts["decoder_tokens"] += len(kept_decoder)
         self.loss_placed += len(kept_decoder)
-        self.emit(PackedRow(kept_encoder + kept_decoder, [IGNORE] * len(kept_encoder) + kept_decoder,
-                            list(range(len(kept_encoder))) + list(range(len(kept_decoder))),
-                            [0] * len(kept_encoder) + [1] * len(kept_decoder)))
+        self.emit(RowArrays(np.concatenate([kept_encoder, kept_decoder]),
+                            np.concatenate([np.full(len(kept_encoder), IGNORE, dtype=np.int64), kept_decoder]),
+                            np.concatenate([np.arange(len(kept_encoder)), np.arange(len(kept_decoder))])))
         self.rows += 1
 
     def _flush(self) -> None:

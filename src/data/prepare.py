@@ -32,7 +32,7 @@ from src.config import ConfigError, DataConfig, DataSourceConfig
 from src.data.budget import iter_budget
 from src.data.clean import split_at_turns
 from src.data.conversation import Conversation
-from src.data.packing import PackedRow, StreamPacker, TurnRows, pack  # noqa: F401  pack: what prepare's rows are
+from src.data.packing import PackedRow, RowArrays, StreamPacker, TurnRows, pack  # noqa: F401  pack: what prepare's rows are
 from src.data.prepared import PreparedRows, RowWriter
 from src.data.pretrain_mix import Mix, Rest, TextPiece, cache_part
 from src.data.sources import in_process, scan_source, source_config_by_name
@@ -96,7 +96,7 @@ def prepare(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: int, cont
     if store is None:
         rows: list[PackedRow] = []
         with tempfile.TemporaryDirectory(prefix="prepare-") as scratch:
-            data = _prepare_stream(*job, emit=rows.append, scratch=Path(scratch))
+            data = _prepare_stream(*job, emit=lambda row: rows.append(row.packed()), scratch=Path(scratch))
         data.rows, data.cache = rows, "off"
         return data
     made = {}
@@ -188,9 +188,9 @@ def _budget_and_pack(cfg: DataConfig, tokenizer, fmt: ChatFormat, block_length: 
     mix = Mix.of(cfg)  # pre-training text between the examples (None: off)
     text_prefixes: list[tuple[int, int]] = []  # (its tokens, its loss tokens) before each boundary
 
-    def count_and_emit(row: PackedRow) -> None:
+    def count_and_emit(row: RowArrays) -> None:
         counts["tokens"] += len(row.input_ids)
-        counts["loss"] += len(row.labels) - row.labels.count(IGNORE)
+        counts["loss"] += row.loss_tokens
         emit(row)
 
     placing = {"from": None}  # loss_placed when the text piece being packed began (a boundary can end it)
@@ -290,10 +290,12 @@ def _compact(example: Rendered) -> Rendered | tuple[np.ndarray, np.ndarray]:
 
 
 def expand(example) -> Rendered:
+    """A _compact example as a Rendered of int64 arrays (the packer takes them as they are)."""
     if isinstance(example, Rendered):
         return example
     ids, mask = example
-    return Rendered(ids.tolist(), np.where(mask, ids, IGNORE).tolist())
+    ids = ids.astype(np.int64)
+    return Rendered(ids, np.where(mask, ids, IGNORE))
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.packing import PackedRow
+from src.data.packing import PackedRow, RowArrays
 from src.data.template import IGNORE
 
 ARRAYS = ("input_ids", "loss_mask", "position_ids", "row_offsets")
@@ -37,11 +37,6 @@ def id_dtype(vocab_size: int) -> np.dtype:
 
 def position_dtype(block_length: int) -> np.dtype:
     return np.dtype(np.uint16) if block_length <= 1 << 16 else np.dtype(np.uint32)
-
-
-def segments_of(positions: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... per piece of a row: a piece starts where its position is 0."""
-    return np.cumsum(positions == 0) - 1
 
 
 class PreparedRows(Sequence[PackedRow]):
@@ -59,9 +54,8 @@ class PreparedRows(Sequence[PackedRow]):
     def _row(self, i: int) -> PackedRow:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         ids = np.asarray(self.input_ids[a:b], dtype=np.int64)
-        positions = np.asarray(self.position_ids[a:b], dtype=np.int64)
-        labels = np.where(self.loss_mask[a:b] != 0, ids, IGNORE)
-        return PackedRow(ids.tolist(), labels.tolist(), positions.tolist(), segments_of(positions).tolist())
+        return RowArrays(ids, np.where(self.loss_mask[a:b] != 0, ids, IGNORE),
+                         np.asarray(self.position_ids[a:b], dtype=np.int64)).packed()
 
     def __getitem__(self, index):
         if isinstance(index, slice):
@@ -98,18 +92,17 @@ class RowWriter:
         self.lengths: list[int] = []
         self.tokens = 0
 
-    def add(self, row: PackedRow) -> None:
-        ids = np.asarray(row.input_ids, dtype=np.int64)
-        labels = np.asarray(row.labels, dtype=np.int64)
-        mask = labels != IGNORE
-        if not np.array_equal(labels[mask], ids[mask]):
+    def add(self, row: RowArrays) -> None:
+        ids = row.input_ids
+        mask = row.labels != IGNORE
+        if not np.array_equal(row.labels[mask], ids[mask]):
             raise ValueError("a packed row labels a token with another token: the loss mask cannot hold it")
         if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(self.dtypes["input_ids"]).max):
             # len(tokenizer) understated the vocabulary: a narrow dtype would wrap the id silently
             raise ValueError(f"token id {int(ids.max())} does not fit {self.dtypes['input_ids']} (vocabulary "
                              f"{self.vocab_size}): the tokenizer's length understates its ids")
         for name, values in (("input_ids", ids), ("loss_mask", mask), ("position_ids", row.position_ids)):
-            self.parts[name].write(np.asarray(values).astype(self.dtypes[name]).tobytes())
+            self.parts[name].write(values.astype(self.dtypes[name]).tobytes())
         self.lengths.append(len(ids))
         self.tokens += len(ids)
 

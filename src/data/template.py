@@ -22,6 +22,10 @@ class TemplateError(ValueError):
 
 @dataclass
 class Rendered:
+    """A formatted conversation's tokens. Lists when rendered; int64 arrays when they come back from
+    prepare's worker processes (src/data/prepare.py expand), which the budget and the packer take as
+    they are."""
+
     input_ids: list[int]
     labels: list[int]  # IGNORE where no loss
 

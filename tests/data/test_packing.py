@@ -98,4 +98,4 @@ def test_every_boundary_past_the_data_ends_at_the_last_row():
     packer = StreamPacker(4, rows.append, boundaries=[3, 10, 20])
     packer.add(Rendered(input_ids=[1, 2, 3, 4, 5], labels=[1, 2, 3, 4, 5]))
     assert packer.finish() == [1, 2, 2]
-    assert [r.input_ids for r in rows] == [[1, 2, 3], [4, 5]]
+    assert [r.input_ids.tolist() for r in rows] == [[1, 2, 3], [4, 5]]

@@ -6,9 +6,9 @@ import json
 import numpy as np
 
 from src.config import DataConfig, DataSourceConfig
-from src.data.packing import PackedRow, collate
+from src.data.packing import PackedRow, RowArrays, collate, segments_of
 from src.data.prepare import prepare
-from src.data.prepared import PreparedRows, RowWriter, segments_of
+from src.data.prepared import PreparedRows, RowWriter
 from src.data.template import IGNORE, TokenizerTemplate
 from tests.conftest import FIXTURES
 
@@ -38,12 +38,16 @@ def test_cached_rows_are_the_uncached_rows_in_narrow_mapped_arrays(tokenizer, tm
     assert all((first[k] == collate(plain.rows[:2], tokenizer.pad_token_id)[k]).all() for k in first)
 
 
+def arrays(row: PackedRow) -> RowArrays:
+    return RowArrays(*(np.array(values, dtype=np.int64) for values in (row.input_ids, row.labels, row.position_ids)))
+
+
 def test_writer_keeps_labels_positions_and_segments_exactly(tmp_path):
     rows = [PackedRow([5, 6, 7, 8], [IGNORE, 6, IGNORE, 8], [0, 1, 0, 1], [0, 0, 1, 1]),
             PackedRow([70000, 3], [IGNORE, 3], [0, 1], [0, 0])]
     writer = RowWriter(tmp_path, vocab_size=70001, block_length=4)
     for row in rows:
-        writer.add(row)
+        writer.add(arrays(row))
     writer.close()
     mapped = PreparedRows(tmp_path)
     assert mapped.input_ids.dtype == np.uint32  # past 65,536 ids
@@ -54,7 +58,7 @@ def test_writer_keeps_labels_positions_and_segments_exactly(tmp_path):
 def test_a_label_other_than_its_token_is_refused(tmp_path):
     writer = RowWriter(tmp_path, vocab_size=100, block_length=4)
     try:
-        writer.add(PackedRow([1, 2], [IGNORE, 3], [0, 1], [0, 0]))
+        writer.add(arrays(PackedRow([1, 2], [IGNORE, 3], [0, 1], [0, 0])))
     except ValueError as err:
         assert "loss mask" in str(err)
     else:
@@ -66,6 +70,6 @@ def test_an_id_past_the_narrow_dtype_is_refused_not_wrapped(tmp_path):
 
     writer = RowWriter(tmp_path, vocab_size=100, block_length=4)  # uint16: ids up to 65,535
     with pytest.raises(ValueError, match="70000 does not fit uint16"):
-        writer.add(PackedRow([70000, 3], [IGNORE, 3], [0, 1], [0, 0]))
+        writer.add(arrays(PackedRow([70000, 3], [IGNORE, 3], [0, 1], [0, 0])))
     writer.abandon()
     assert all(handle.closed for handle in writer.parts.values())

@@ -30,7 +30,7 @@ def koala(tokenizer):
 
 def _rows(example: Rendered, block: int = 2048, boundaries=()) -> tuple[list[PackedRow], TurnRows]:
     rows: list[PackedRow] = []
-    packer = TurnRows(block, rows.append, list(boundaries))
+    packer = TurnRows(block, lambda row: rows.append(row.packed()), list(boundaries))
     packer.add(example)
     packer.finish()
     return rows, packer
