@@ -99,3 +99,35 @@ def test_every_boundary_past_the_data_ends_at_the_last_row():
     packer.add(Rendered(input_ids=[1, 2, 3, 4, 5], labels=[1, 2, 3, 4, 5]))
     assert packer.finish() == [1, 2, 2]
     assert [r.input_ids.tolist() for r in rows] == [[1, 2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("layout", ["stream", "turns"])
+def test_arrays_from_the_workers_pack_to_the_same_rows_as_lists(layout):
+    # prepare's workers send int64 arrays (src/data/prepare.py expand), a one-process prepare lists:
+    # both layouts must make the same rows, boundaries, and counts from either
+    import numpy as np
+
+    from src.data.packing import StreamPacker, TurnRows
+
+    labels = [IGNORE, IGNORE, 12, 13, IGNORE, 15, 16, 17, IGNORE, 19]
+    examples = [Rendered(list(range(10 * k, 10 * k + 10)), [v + 10 * (k - 1) if v != IGNORE else v for v in labels])
+                for k in (1, 2, 3)]
+
+    def rows_of(items):
+        rows = []
+        packer = (StreamPacker if layout == "stream" else TurnRows)(4, lambda r: rows.append(r.packed()),
+                                                                   boundaries=[7, 18])
+        for item in items:
+            packer.add(item)
+        return rows, packer.finish(), packer.loss_placed, getattr(packer, "counts", None)
+
+    as_lists = rows_of(examples)
+    as_arrays = rows_of([Rendered(np.array(e.input_ids), np.array(e.labels)) for e in examples])
+    assert as_arrays == as_lists
+    rows, ends, loss_placed, _ = as_lists
+    if layout == "stream":  # cut at 7 and 18 tokens; rows of 4
+        assert [r.input_ids for r in rows[:3]] == [[10, 11, 12, 13], [14, 15, 16], [17, 18, 19, 20]]
+        assert ends == [2, 5] and loss_placed == sum(len(r.labels) - r.labels.count(IGNORE) for r in rows)
+    else:  # one row per run of labelled tokens, its history (within the piece) in the encoder, 4 tokens at most
+        assert [r.input_ids for r in rows[:2]] == [[10, 11, 12, 13], [11, 12, 13, 14, 15, 16]]
+        assert rows[1].labels == [IGNORE] * 4 + [15, 16] and rows[1].segment_ids == [0, 0, 0, 0, 1, 1]
