@@ -132,6 +132,8 @@ def speedup(root: Path, tokens: int, repeats: int) -> dict:
     write_source(source, tokens, seed=1)
     runs: dict[int, list[dict]] = {1: [], 2: []}
     controls: dict[int, list[float]] = {1: [], 2: []}
+    pairs: list[float] = []  # each pair's 1-worker / 2-worker seconds
+    control_pairs: list[float] = []
     for _ in range(repeats):
         for workers in (1, 2):
             controls[workers].append(control(workers))
@@ -139,17 +141,17 @@ def speedup(root: Path, tokens: int, repeats: int) -> dict:
             cache = _fresh_cache(root, f"ratio{workers}")
             runs[workers].append(_prepare(source, cache, str(tokens), workers))
             print(runs[workers][-1]["line"], f"load {runs[workers][-1]['load']:.1f}", flush=True)
-        pair = runs[1][-1]["seconds"] / runs[2][-1]["seconds"]
-        print(f"pair: prepare {pair:.2f}x; control loop {controls[1][-1]:.2f} s vs {controls[2][-1]:.2f} s, "
-              f"{controls[1][-1] / controls[2][-1]:.2f}x", flush=True)
+        pairs.append(runs[1][-1]["seconds"] / runs[2][-1]["seconds"])
+        control_pairs.append(controls[1][-1] / controls[2][-1])
+        print(f"pair: prepare {pairs[-1]:.2f}x; control loop {controls[1][-1]:.2f} s vs {controls[2][-1]:.2f} s, "
+              f"{control_pairs[-1]:.2f}x", flush=True)
     same = _same_bytes(_entry(root / "ratio1"), _entry(root / "ratio2"))
     median = {w: statistics.median(r["seconds"] for r in rs) for w, rs in runs.items()}
     cpu = {w: statistics.median(r["cpu"] for r in rs) for w, rs in runs.items()}
     loads = [r["load"] for rs in runs.values() for r in rs]
     return {"median": median, "cpu": cpu, "same": same, "load": (min(loads), max(loads)),
             "tokens": runs[1][0]["tokens"], "control": {w: statistics.median(c) for w, c in controls.items()},
-            "pairs": [one["seconds"] / two["seconds"] for one, two in zip(runs[1], runs[2], strict=True)],
-            "control_pairs": [one / two for one, two in zip(controls[1], controls[2], strict=True)]}
+            "pairs": pairs, "control_pairs": control_pairs}
 
 
 HELD = """
