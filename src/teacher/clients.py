@@ -92,6 +92,16 @@ def parse_completion(body: object) -> ChatResult:
                       finish_reason=str(choice.get("finish_reason") or "stop"))
 
 
+def sampled_fields(sampling: Sampling) -> dict:
+    """What an OpenAI-style request adds when it samples: the seed (so a rerun, or a resumed
+    collection, asks for the same draws: src.serve, vLLM and OpenAI take `seed`), and top_p when it
+    is not the default. Greedy requests send neither."""
+    if sampling.temperature <= 0:
+        return {}
+    return ({"seed": sampling.seed} if sampling.seed is not None else {}) | (
+        {"top_p": sampling.top_p} if sampling.top_p != 1.0 else {})
+
+
 @dataclass
 class HttpTeacher:
     """POST {base_url}/chat/completions, with retries and exponential backoff on 429, 5xx and timeouts."""
@@ -129,7 +139,7 @@ class HttpTeacher:
         import httpx
 
         payload = {"model": self.model, "messages": list(request.messages), "max_tokens": sampling.max_tokens,
-                   "temperature": sampling.temperature}
+                   "temperature": sampling.temperature, **sampled_fields(sampling)}
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
         url = self.base_url.rstrip("/") + "/chat/completions"

@@ -274,7 +274,7 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backoff", type=float, default=1.0, help="HTTP: first retry delay in seconds; doubles")
     group.add_argument("--max-tokens", type=int, default=512)
     group.add_argument("--temperature", type=float, default=0.0)
-    group.add_argument("--seed", type=int, default=0, help="local sampling seed")
+    group.add_argument("--seed", type=int, default=0, help="sampling seed (at --temperature > 0; an HTTP teacher is sent it as `seed`)")
 
 
 def add_select_args(parser: argparse.ArgumentParser) -> None:

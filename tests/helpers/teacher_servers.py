@@ -29,6 +29,7 @@ class FaultServer:
         self.responder = responder or (lambda prompt: f"echo: {prompt}")
         self.requests: Counter[str] = Counter()  # per last user message
         self.prompts: list[str] = []
+        self.bodies: list[dict] = []  # every request body, in arrival order
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         server = self
@@ -43,6 +44,7 @@ class FaultServer:
                 with server.lock:
                     server.requests[prompt] += 1
                     server.prompts.append(prompt)
+                    server.bodies.append(body)
                     seen = server.requests[prompt]
                 if server.delay:
                     server.stopping.wait(server.delay)

@@ -72,6 +72,20 @@ def test_faults_are_retried_or_counted_exactly(tmp_path):
     assert len(partial_path(out).read_text().splitlines()) == 6
 
 
+@pytest.mark.parametrize(("sampling", "sent"), [
+    (Sampling(max_tokens=8), {"temperature": 0.0}),  # greedy: no seed, no top_p
+    (Sampling(max_tokens=8, temperature=0.7, seed=3), {"temperature": 0.7, "seed": 3}),
+    (Sampling(max_tokens=8, temperature=0.7, seed=None, top_p=0.9), {"temperature": 0.7, "top_p": 0.9}),
+])
+def test_a_sampled_request_carries_its_seed_and_top_p(tmp_path, sampling, sent):
+    with FaultServer() as server:
+        collect(FAULTY[:2], fast_teacher(server.url), tmp_path / "out.json", CollectSettings(sampling=sampling))
+        bodies = list(server.bodies)
+    assert len(bodies) == 2
+    for body in bodies:
+        assert {k: v for k, v in body.items() if k not in ("model", "messages")} == {"max_tokens": 8, **sent}
+
+
 def test_output_loads_as_a_sharegpt_data_source(tmp_path):
     from src.config import DataSourceConfig
     from src.data.sources import load_source

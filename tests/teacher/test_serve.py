@@ -79,6 +79,23 @@ def test_collect_end_to_end_against_the_served_model(server, tmp_path, monkeypat
     assert (dropped.asked, dropped.truncated, dropped.written) == (5, 5, 0)
 
 
+def test_a_seeded_sampled_collection_repeats_through_http(server, tmp_path, monkeypatch):
+    """HttpTeacher sends the seed: the same seed asks for the same draws, another seed for others."""
+    monkeypatch.setenv("TEST_TEACHER_KEY", TOKEN)
+    teacher = HttpTeacher(server.url, "tiny", api_key_env="TEST_TEACHER_KEY", timeout=60, max_retries=1,
+                          concurrency=2)
+    prompts = [Prompt("a", "Tell me about topic 1."), Prompt("b", "Tell me about topic 2.")]
+
+    def replies(seed: int, name: str) -> list[str]:
+        settings = CollectSettings(sampling=Sampling(max_tokens=8, temperature=1.0, seed=seed), keep_truncated=True)
+        collect(prompts, teacher, tmp_path / name, settings)
+        return [r["conversations"][1]["value"] for r in json.loads((tmp_path / name).read_text())]
+
+    first = replies(5, "first.json")
+    assert len(first) == 2 and replies(5, "again.json") == first
+    assert replies(6, "other.json") != first
+
+
 def test_local_teacher_matches_the_server(server, tmp_path):
     """The same model in-process (batched) answers what the server answers one at a time."""
     prompts = [Prompt("a", "Tell me about topic 1."), Prompt("b", "Tell me about topic 2.")]
