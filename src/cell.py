@@ -183,6 +183,23 @@ class Cell:
         self.training_path.unlink(missing_ok=True)
         shutil.rmtree(self.checkpoint, ignore_errors=True)
 
+    @property
+    def later_stages_path(self) -> Path:
+        """The run_ids of the cells whose preference stage starts from this cell's checkpoint."""
+        return self.dir / "checkpoint.later_stages"
+
+    def keep_checkpoint_for(self, run_id: str) -> None:
+        """A later stage (a preference cell's DPO) starts from this checkpoint, now or in a rerun:
+        evaluating this cell under train.save_checkpoint=false must not remove it then."""
+        if run_id not in self.later_stages():
+            with open(self.later_stages_path, "a", encoding="utf-8") as handle:  # one line each, appended
+                handle.write(run_id + "\n")
+
+    def later_stages(self) -> list[str]:
+        if not self.later_stages_path.exists():
+            return []
+        return [line for line in self.later_stages_path.read_text(encoding="utf-8").splitlines() if line]
+
     # --- evaluation -------------------------------------------------------------------------------
     def scored(self, name: str, raw: dict) -> dict | None:
         """metrics.json of this benchmark when it was scored with the same version and settings."""

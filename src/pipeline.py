@@ -56,7 +56,10 @@ def train_and_eval(cell: Cell, resolved: dict | None = None) -> Results:
         reached("results:ready")
         cell.write_results(results)
         if cell.trained and not cfg.train.save_checkpoint:  # written only to hand the model over
-            cell.remove_checkpoint()
+            if later := cell.later_stages():
+                log.info("kept %s: the preference stage of %s starts from it", cell.checkpoint, ", ".join(later))
+            else:
+                cell.remove_checkpoint()
         tracker.finish(summary=results.summary())
         return results
     except BaseException:

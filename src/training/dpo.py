@@ -343,6 +343,7 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
         timings.update({f"sft_{k}": v for k, v in sft.timings.items()})
         if sft.record is None:
             raise RuntimeError(f"the SFT stage {sft_cell.run_id} left no training record")
+        sft_cell.keep_checkpoint_for(cell.run_id)  # the imitation-only cell of the same run must not remove it
         template = template_identity(tokenizer, fmt)
         sft_template = sft.record.data.get("template")
         if sft_template != fmt.name:  # the LLaMA-Factory bug: a stage trained on another template

@@ -278,3 +278,41 @@ def test_judge_pairs_follow_the_verdicts_of_both_orders(tokenizer, monkeypatch):
     assert report["verdicts"] == {"win": 1, "loss": 1, "tie": 1, "unparsable": 0, "identical": 0}
     assert [(p.chosen, p.rejected) for p in pairs] == [("reply 0 to prompt 0", "reply 1 to prompt 0"),
                                                        ("reply 1 to prompt 1", "reply 0 to prompt 1")]
+
+
+def test_the_imitation_only_cell_keeps_the_sft_checkpoint_a_preference_stage_starts_from(tmp_path, caplog):
+    """Under train.save_checkpoint=false the imitation-only cell of the same settings is the preference
+    cell's SFT stage: evaluating it after the preference cell ran must leave that checkpoint, so a rerun
+    of the preference stage trains only DPO (it used to be removed, and the SFT stage trained again)."""
+    import logging
+
+    from src.cell import Cell
+    from src.main import run_cell
+    from src.plugins import load_config
+    from tests.conftest import compose_config
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
+                                         "rejected": "I do not know."}) + "\n" for i in range(4)))
+    common = ["experiment=smoke", "tracker.mode=disabled", "benchmark.nq.limit=1", "benchmark.humaneval.limit=1",
+              "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused", "train.save_checkpoint=false"]
+    with_dpo = common + ["preference=file", f"preference.path={pairs}", "train.dpo.pairs_per_step=2"]
+    cell = Cell.of(load_config(compose_config(with_dpo)))
+    sft = Cell.of(sft_stage(cell.cfg))
+    assert Cell.of(load_config(compose_config(common))).run_id == sft.run_id  # one cell, two roles
+    run_cell(compose_config(with_dpo), tmp_path / "job")
+    assert sft.training() is not None and sft.later_stages() == [cell.run_id]
+    assert not (cell.checkpoint / "config.json").exists()  # the preference stage's own model is not kept
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_cell(compose_config(common), tmp_path / "job")  # the imitation-only cell: trained earlier, evaluated
+    assert "training was done earlier" in caplog.text and "kept" in caplog.text
+    assert sft.training() is not None  # still there for the preference stage
+
+    cell.results_path.unlink()  # the preference cell again: the SFT stage is found, only DPO trains
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_cell(compose_config(with_dpo), tmp_path / "job")
+    assert "training was done earlier" in caplog.text and "dpo: 4 pairs" in caplog.text
+    assert sft.later_stages() == [cell.run_id]  # named once, however often it ran
