@@ -30,7 +30,7 @@ from src.stages import reached
 from src.store import cache_root
 from src.tracking import Tracker
 from src.training.dpo import preference_stage
-from src.training.recipe import Trained, obtain
+from src.training.recipe import Trained, obtain, release_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ def train_and_eval(cell: Cell, resolved: dict | None = None) -> Results:
         reached("results:ready")
         cell.write_results(results)
         if cell.trained and not cfg.train.save_checkpoint:  # written only to hand the model over
-            if later := cell.later_stages():
-                log.info("kept %s: the preference stage of %s starts from it", cell.checkpoint, ", ".join(later))
-            else:
-                cell.remove_checkpoint()
+            release_checkpoint(cell)
         tracker.finish(summary=results.summary())
         return results
     except BaseException:

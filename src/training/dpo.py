@@ -322,7 +322,7 @@ def load_or_build_pairs(cell: Cell, sft_run_id: str, weights: ModelWeights, toke
 
 def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch.device, on_step=None):
     """The cell's model after its SFT stage and DPO (a Trained, as src/training/recipe.py obtain gives)."""
-    from src.training.recipe import Trained, obtain
+    from src.training.recipe import Trained, obtain, training_lock
 
     cfg = cell.cfg
     if model_is_encoder_decoder(cfg.model, cfg.cache_dir):  # before the SFT stage spends any time
@@ -339,11 +339,12 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
         clock = time.perf_counter()
         # a torchrun worker (train.nproc > 1) reads this config: the SFT cell's, without the preference stage
         sft_resolved = {**resolved, "preference": dataclasses.asdict(sft_cell.cfg.preference)} if resolved else resolved
+        with file_lock(training_lock(sft_cell)):  # named before it is looked up: see release_checkpoint
+            sft_cell.keep_checkpoint_for(cell.run_id)  # the imitation-only cell of the same run must not remove it
         sft = obtain(sft_cell, sft_resolved, tokenizer, fmt, device, on_step=on_step, keep_model=False)
         timings.update({f"sft_{k}": v for k, v in sft.timings.items()})
         if sft.record is None:
             raise RuntimeError(f"the SFT stage {sft_cell.run_id} left no training record")
-        sft_cell.keep_checkpoint_for(cell.run_id)  # the imitation-only cell of the same run must not remove it
         template = template_identity(tokenizer, fmt)
         sft_template = sft.record.data.get("template")
         if sft_template != fmt.name:  # the LLaMA-Factory bug: a stage trained on another template

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -73,6 +74,23 @@ def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch
             on_step(step)
     return Trained(dataclasses.replace(weights, checkpoint=cell.checkpoint), record,
                    {"prepare_s": prepare_s, "train_s": time.perf_counter() - clock})
+
+
+def training_lock(cell: Cell) -> Path:
+    """The lock of the run that trains this cell (in milestone mode, its largest amount's cell)."""
+    return plan(cell).run.train_lock
+
+
+def release_checkpoint(cell: Cell) -> None:
+    """After evaluation under train.save_checkpoint=false (the checkpoint was written only to hand the
+    model over): remove it, unless a preference stage has named it as its start. Under the training
+    lock, which a preference stage holds to name it, so that none can name it between the look and
+    the removal and then find it gone."""
+    with file_lock(training_lock(cell)):
+        if later := cell.later_stages():
+            log.info("kept %s: the preference stage of %s starts from it", cell.checkpoint, ", ".join(later))
+        else:
+            cell.remove_checkpoint()
 
 
 def needs_worker(cfg) -> bool:

@@ -192,6 +192,21 @@ def test_an_interrupted_stage_resumes_to_the_same_weights(tokenizer, tmp_path):
         assert torch.equal(a, b)
 
 
+def smoke_cell(tmp_path, nq: int, save_checkpoint: bool) -> list[str]:
+    """Overrides of a smoke-experiment cell (SmolLM2 replaced by the smoke model, 600 tokens) in tmp_path."""
+    return ["experiment=smoke", "tracker.mode=disabled", f"benchmark.nq.limit={nq}", "benchmark.humaneval.limit=1",
+            "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused",
+            f"train.save_checkpoint={str(save_checkpoint).lower()}"]
+
+
+def with_pairs_file(tmp_path, n: int) -> list[str]:
+    """A preference stage from a file of `n` pairs written in tmp_path, two pairs a step."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
+                                         "rejected": "I do not know."}) + "\n" for i in range(n)))
+    return ["preference=file", f"preference.path={pairs}", "train.dpo.pairs_per_step=2"]
+
+
 def test_a_tiny_cell_with_a_preference_file_end_to_end(tmp_path, caplog):
     """SFT on the demo data, then DPO on a pairs file: results.json records both stages; the SFT
     checkpoint stays, so a rerun of the preference stage trains only DPO; the template travels."""
@@ -204,13 +219,7 @@ def test_a_tiny_cell_with_a_preference_file_end_to_end(tmp_path, caplog):
     from src.plugins import load_config
     from tests.conftest import compose_config
 
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
-                                         "rejected": "I do not know."}) + "\n" for i in range(5)))
-    overrides = ["experiment=smoke", "tracker.mode=disabled", "benchmark.nq.limit=2", "benchmark.humaneval.limit=1",
-                 "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused", "preference=file",
-                 f"preference.path={pairs}", "train.dpo.pairs_per_step=2", "train.save_checkpoint=true"]
-    raw = compose_config(overrides)
+    raw = compose_config(smoke_cell(tmp_path, nq=2, save_checkpoint=True) + with_pairs_file(tmp_path, 5))
     cell = Cell.of(load_config(raw))
     sft = Cell.of(sft_stage(cell.cfg))
     with caplog.at_level(logging.INFO):
@@ -291,12 +300,8 @@ def test_the_imitation_only_cell_keeps_the_sft_checkpoint_a_preference_stage_sta
     from src.plugins import load_config
     from tests.conftest import compose_config
 
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"prompt": f"Tell me about item {i}.", "chosen": f"Item {i} is a fine thing.",
-                                         "rejected": "I do not know."}) + "\n" for i in range(4)))
-    common = ["experiment=smoke", "tracker.mode=disabled", "benchmark.nq.limit=1", "benchmark.humaneval.limit=1",
-              "data.amount=600", f"store_dir={tmp_path / 'cells'}", "output_dir=unused", "train.save_checkpoint=false"]
-    with_dpo = common + ["preference=file", f"preference.path={pairs}", "train.dpo.pairs_per_step=2"]
+    common = smoke_cell(tmp_path, nq=1, save_checkpoint=False)
+    with_dpo = common + with_pairs_file(tmp_path, 4)
     cell = Cell.of(load_config(compose_config(with_dpo)))
     sft = Cell.of(sft_stage(cell.cfg))
     assert Cell.of(load_config(compose_config(common))).run_id == sft.run_id  # one cell, two roles
@@ -316,3 +321,47 @@ def test_the_imitation_only_cell_keeps_the_sft_checkpoint_a_preference_stage_sta
         run_cell(compose_config(with_dpo), tmp_path / "job")
     assert "training was done earlier" in caplog.text and "dpo: 4 pairs" in caplog.text
     assert sft.later_stages() == [cell.run_id]  # named once, however often it ran
+
+
+def _name_later_stage(cell, ready, delay):
+    """What a preference stage does before looking up its SFT stage (src/training/dpo.py)."""
+    import time
+
+    from src.io import file_lock
+    from src.training.recipe import training_lock
+
+    with file_lock(training_lock(cell)):
+        ready.set()
+        time.sleep(delay)  # the imitation-only cell looks now, and must wait for the lock
+        cell.keep_checkpoint_for("the-preference-cell")
+
+
+def test_a_preference_stage_naming_the_checkpoint_under_the_lock_is_never_raced_by_its_removal(tmp_path):
+    """release_checkpoint (the imitation-only cell, evaluated under save_checkpoint=false) looks at the
+    named later stages under the training lock a preference stage holds to name itself: while one is
+    naming itself, the removal waits and then keeps the checkpoint, rather than removing it in between."""
+    import multiprocessing
+
+    from src.cell import Cell
+    from src.plugins import load_config
+    from src.training.recipe import release_checkpoint
+    from tests.conftest import compose_config
+
+    cell = Cell.of(load_config(compose_config(smoke_cell(tmp_path, nq=1, save_checkpoint=False))))
+    cell.checkpoint.mkdir(parents=True)
+    (cell.checkpoint / "config.json").write_text("{}")
+    cell.training_path.write_text("{}")
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    namer = context.Process(target=_name_later_stage, args=(cell, ready, 0.5))
+    namer.start()
+    assert ready.wait(30)
+    release_checkpoint(cell)
+    namer.join(30)
+    assert namer.exitcode == 0
+    assert cell.later_stages() == ["the-preference-cell"]
+    assert (cell.checkpoint / "config.json").exists() and cell.training_path.exists()
+
+    cell.later_stages_path.unlink()  # no later stage named: the checkpoint goes
+    release_checkpoint(cell)
+    assert not cell.checkpoint.exists() and not cell.training_path.exists()
