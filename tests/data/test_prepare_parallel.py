@@ -52,6 +52,45 @@ def test_one_or_two_workers_and_any_chunk_write_the_same_bytes(tokenizer, tmp_pa
     assert big.rows[:len(small.rows)] == small.rows  # the 5K budget is the 20K run's prefix
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("setting", [None, "true"])
+def test_the_tokenizers_own_threads_are_off_while_preparing(tokenizer, tmp_path, monkeypatch, workers, setting):
+    """Rendering runs with TOKENIZERS_PARALLELISM=false (the workers and the one process alike), even
+    when the user set it to true (forked workers then deadlocked once the parent had used the
+    threads), and the environment is as it was afterwards."""
+    import src.data.prepare as prepare_module
+
+    if setting is None:
+        monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    else:
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", setting)
+    seen = tmp_path / "seen"
+    render = prepare_module.render_conversation
+
+    def recording(conv):  # runs in the worker processes too (forked): they append to one file
+        with open(seen, "a") as handle:
+            handle.write(f"{os.environ.get('TOKENIZERS_PARALLELISM')}\n")
+        return render(conv)
+
+    monkeypatch.setattr(prepare_module, "render_conversation", recording)
+    tokenizer(["the parent uses the threads", "before the workers fork"])  # what made a worker deadlock
+
+    def hung(*_):
+        raise TimeoutError("the prepare hung: its workers deadlocked")
+
+    signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)  # a deadlock fails the test instead of hanging the suite
+    try:
+        prepare(DataConfig(source=DEMO, amount=2_000), tokenizer, TokenizerTemplate(tokenizer), 256, 2048,
+                _cache(tmp_path / "cache"), workers=workers)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    values = seen.read_text().splitlines()
+    assert len(values) > 10 and set(values) == {"false"}
+    assert os.environ.get("TOKENIZERS_PARALLELISM") == setting
+
+
 def test_prepare_command_prints_what_it_cost_and_a_rerun_hits(tmp_path):
     command = [sys.executable, "-m", "src.data", "prepare", "--source", "demo", "--model", "tiny",
                "--amounts", "0,5K,10K", "--milestones", "5K,10K", "--mode", "milestone", "--workers", "2",
