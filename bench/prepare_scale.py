@@ -4,7 +4,7 @@ committed), prepared by `python -m src.data prepare` with 1 and 2 workers.
 Figures: peak RSS of the prepare (target <= 2 GB), bytes per token a training process holds once it
 opens the entry (mapped, against the resident growth after reading a step), a cache hit ready to
 train (target < 1 s; and the same hit with the content-hash memo deleted, what it saves), and the
-2-worker speed-up (target >= 1.8x, same bytes): the median of BENCH_PREPARE_REPEATS (default 3)
+2-worker speed-up (target >= 1.8x, same bytes): the median of BENCH_PREPARE_REPEATS (default 7)
 alternating 1- and 2-worker runs on a smaller source of BENCH_PREPARE_RATIO_TOKENS (default 5M), with
 the CPU seconds each used, and the load average, since on a shared machine the ratio is the
 scheduler's as much as the code's. Beside each pair it times a control: a pure Python loop of fixed
@@ -172,7 +172,7 @@ print(rows.offsets[-1], rows.nbytes, rss() - before, opened_s)
 def run() -> list[dict]:
     tokens = parse_amount(os.environ.get("BENCH_PREPARE_TOKENS", "50M"))
     ratio_tokens = parse_amount(os.environ.get("BENCH_PREPARE_RATIO_TOKENS", "5M"))
-    repeats = int(os.environ.get("BENCH_PREPARE_REPEATS", "3"))
+    repeats = int(os.environ.get("BENCH_PREPARE_REPEATS", "7"))  # single pairs moved 1.56x-2.27x on an idle 2-vCPU machine
     big_workers = [int(w) for w in os.environ.get("BENCH_PREPARE_BIG_WORKERS", "1,2").split(",")]  # "1": one run
     amount = str(tokens)
     with tempfile.TemporaryDirectory() as tmp:
