@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -111,6 +112,22 @@ def invalid_reason(question: str, answer: str) -> str | None:
     return None
 
 
+def distinct_shots(rng: random.Random, seeds: list[QA], count: int) -> list[list[QA]]:
+    """`count` random draws of SHOTS seeds for one round, no two in the same order while orders are
+    left: the requests of a round share one sampling seed, so two equal prompts in it would get the
+    same reply, and every pair of the second would be a duplicate."""
+    orders = math.perm(len(seeds), SHOTS)
+    drawn: list[list[QA]] = []
+    used: set[tuple[str, ...]] = set()
+    for _ in range(count):
+        shots = rng.sample(seeds, SHOTS)
+        while len(used) < orders and tuple(qa.question for qa in shots) in used:
+            shots = rng.sample(seeds, SHOTS)
+        used.add(tuple(qa.question for qa in shots))
+        drawn.append(shots)
+    return drawn
+
+
 def build(seeds: list[QA], teacher: Teacher, n: int, sampling: Sampling, per_request: int = 5,
           max_requests: int = 1000, round_size: int = 8, seed: int = 0,
           exclude: frozenset[str] = frozenset()) -> tuple[list[QA], BuildStats]:
@@ -126,8 +143,8 @@ def build(seeds: list[QA], teacher: Teacher, n: int, sampling: Sampling, per_req
     round_index = 0
     while len(kept) < n and stats.requests < max_requests:
         count = min(round_size, max_requests - stats.requests)
-        requests = [ChatRequest(f"r{stats.requests + i}", ({"role": "user", "content": build_prompt(
-            rng.sample(seeds, SHOTS), per_request)},)) for i in range(count)]
+        requests = [ChatRequest(f"r{stats.requests + i}", ({"role": "user", "content": build_prompt(shots, per_request)},))
+                    for i, shots in enumerate(distinct_shots(rng, seeds, count))]
         stats.requests += count
         round_sampling = Sampling(sampling.max_tokens, sampling.temperature, sampling.stop, sampling.seed + round_index)
         round_index += 1

@@ -67,6 +67,23 @@ def test_build_counts_every_pair_and_shows_five_seeds(tmp_path):
     assert all(sum(line in seed_questions for line in p.splitlines()) == 5 for p in prompts)
 
 
+def test_the_prompts_of_a_round_are_never_the_same_while_orders_are_left():
+    """Five seeds have 120 orders: a round of 100 requests drawn at random would repeat one (it did, for
+    this seed, before), and the repeat gets the same reply under the round's one sampling seed."""
+    import random
+
+    from src.teacher.nq_synthetic import build_prompt, distinct_shots
+
+    seeds = load_seeds(SEEDS)[:5]
+    plain = random.Random(0)
+    assert len({build_prompt(plain.sample(seeds, 5), 5) for _ in range(100)}) < 100  # what chance alone gives
+    rounds = distinct_shots(random.Random(0), seeds, 100)
+    assert len({build_prompt(shots, 5) for shots in rounds}) == 100
+    assert all(sorted(qa.question for qa in shots) == sorted(qa.question for qa in seeds) for shots in rounds)
+    more = distinct_shots(random.Random(0), seeds, 130)  # more requests than orders: all 120, then repeats
+    assert len({tuple(qa.question for qa in shots) for shots in more}) == 120 and len(more) == 130
+
+
 def test_cli_writes_loadable_sets_and_records_the_prompt(tmp_path):
     with FaultServer(responder=lambda prompt: REPLY) as server:
         main(["--seeds", str(SEEDS), "--n", "2", "--out-dir", str(tmp_path), "--base-url", server.url,
