@@ -192,6 +192,7 @@ class Cell:
         """A later stage (a preference cell's DPO) starts from this checkpoint, now or in a rerun:
         evaluating this cell under train.save_checkpoint=false must not remove it then."""
         if run_id not in self.later_stages():
+            self.dir.mkdir(parents=True, exist_ok=True)  # named before the stage runs (the launch, or milestone mode)
             with open(self.later_stages_path, "a", encoding="utf-8") as handle:  # one line each, appended
                 handle.write(run_id + "\n")
 

@@ -117,13 +117,48 @@ def check_launch(cells: list[tuple[str, dict[str, Any] | str]], plan: bool, mode
                      f"{len(runnable)} cell(s) whose inputs are there, preflight=off skips this check)")
 
 
+def name_later_stages(cells: list[tuple[str, dict[str, Any] | str]], blocked: list[str]) -> int:
+    """Foresight for the launch's preference cells under train.save_checkpoint=false: each names the
+    checkpoint of its SFT stage before any cell runs (src/cell.py keep_checkpoint_for, under the
+    training lock as the stage itself names it), so that the imitation-only cell of the same settings,
+    should it run first, keeps the checkpoint rather than remove it and have the SFT stage train
+    again. Returns how many were named."""
+    from src.cell import Cell, sft_stage
+    from src.io import file_lock
+    from src.plugins import load_config
+    from src.training.milestones import training_lock
+
+    named = 0
+    for label, raw in cells:
+        if isinstance(raw, str) or label in blocked:
+            continue  # will not run: in the preflight list
+        try:
+            cfg = load_config(raw)
+        except Exception as err:  # a config error: the cell fails with it when it runs
+            log.debug("no later stage named for a cell: %s", err)
+            continue
+        if not cfg.preference.active or cfg.train.save_checkpoint:
+            continue
+        sft = Cell.of(sft_stage(cfg))
+        with file_lock(training_lock(sft)):
+            sft.keep_checkpoint_for(Cell.of(cfg).run_id)
+        named += 1
+    return named
+
+
+def _name_later_stages_of_launch(cells: list[tuple[str, dict[str, Any] | str]], blocked: list[str]) -> None:
+    if named := name_later_stages(cells, blocked):
+        log.info("kept for %d preference cell(s): the checkpoints of their SFT stages", named)
+
+
 def job_label(overrides: list[str]) -> str:
     return " ".join(overrides)
 
 
 class CheckBeforeLaunch(Callback):
     """Hydra callback: before a multirun starts any cell, preflight over all of them (plan=true: the
-    cost plan, then exit). A single run is checked in src/main.py."""
+    cost plan, then exit), and the preference cells name the SFT checkpoints they start from
+    (name_later_stages; with preflight=off too, where a failure is only a warning). A single run is checked in src/main.py."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from pathlib import Path
@@ -133,12 +168,17 @@ class CheckBeforeLaunch(Callback):
         mode, plan = config.get("preflight", "stop"), bool(config.get("plan", False))
         marker = Path(str(config.hydra.sweep.dir)) / BLOCKED_FILE
         marker.unlink(missing_ok=True)  # a previous launch's verdict never applies to this one
-        if mode == "off" and not plan:
+        if mode == "off" and not plan:  # no check; the foresight only, which must never stop a launch
+            try:
+                _name_later_stages_of_launch([(job_label(c.overrides), c.raw or c.error) for c in grid_cells(config)], [])
+            except Exception as err:
+                log.warning("the preference cells could not name their SFT checkpoints before launch: %s", err)
             return
         clock = time.perf_counter()
         try:
             cells = [(job_label(c.overrides), c.raw if c.raw is not None else c.error) for c in grid_cells(config)]
             blocked = check_launch(cells, plan, mode)
+            _name_later_stages_of_launch(cells, blocked)
         except Exception as err:
             # Hydra turns a callback's exception into a warning and launches the cells anyway: a check
             # that could not finish (or a plan whose output pipe closed) must stop the launch instead

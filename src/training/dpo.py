@@ -322,7 +322,8 @@ def load_or_build_pairs(cell: Cell, sft_run_id: str, weights: ModelWeights, toke
 
 def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch.device, on_step=None):
     """The cell's model after its SFT stage and DPO (a Trained, as src/training/recipe.py obtain gives)."""
-    from src.training.recipe import Trained, obtain, training_lock
+    from src.training.milestones import training_lock
+    from src.training.recipe import Trained, obtain
 
     cfg = cell.cfg
     if model_is_encoder_decoder(cfg.model, cfg.cache_dir):  # before the SFT stage spends any time

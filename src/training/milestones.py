@@ -10,6 +10,7 @@ into that amount's own cell folder, so those cells find their training done and 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from src.cell import Cell
 from src.config import ConfigError
@@ -43,6 +44,11 @@ def plan(cell: Cell) -> Plan:
                           "milestone mode trains the listed amounts only")
     largest = cell if cfg.data.amount == milestones[-1] else cell.at_amount(milestones[-1])
     return Plan(largest, milestones[:-1])
+
+
+def training_lock(cell: Cell) -> Path:
+    """The lock of the run that trains this cell (in milestone mode, its largest amount's cell)."""
+    return plan(cell).run.train_lock
 
 
 def targets(cell: Cell, run: Plan, data: PreparedData) -> list[Target]:

@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -30,7 +29,7 @@ from src.results import TrainingRecord
 from src.stages import reached
 from src.training.dist import Dist
 from src.training.loop import SavePoint, train
-from src.training.milestones import Plan, Target, plan, targets
+from src.training.milestones import Plan, Target, plan, targets, training_lock
 from src.training.spawn import launch_worker
 from src.training.throughput import TrainStats
 
@@ -74,11 +73,6 @@ def obtain(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch
             on_step(step)
     return Trained(dataclasses.replace(weights, checkpoint=cell.checkpoint), record,
                    {"prepare_s": prepare_s, "train_s": time.perf_counter() - clock})
-
-
-def training_lock(cell: Cell) -> Path:
-    """The lock of the run that trains this cell (in milestone mode, its largest amount's cell)."""
-    return plan(cell).run.train_lock
 
 
 def release_checkpoint(cell: Cell) -> None:
@@ -126,6 +120,9 @@ def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_
     mode = "milestone" if cfg.train.mode == "milestone" else "separate_run"
     # the model left in memory at the end is the run's last target: this cell's only if it is that one
     keep_model = keep_model and run.run.run_id == cell.run_id
+    # evaluated from memory and written nowhere, unless the recipe keeps checkpoints or a preference
+    # stage has named this one as its start (at launch: src/grid.py name_later_stages)
+    in_memory_only = keep_model and not cfg.train.save_checkpoint and not cell.later_stages()
     saved: dict[str, TrainingRecord] = {}
 
     def saver(target: Target):
@@ -133,7 +130,7 @@ def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_
             record = TrainingRecord(target.data_summary, dataclasses.asdict(stats), mode, run.run.run_id, target.amount)
             if target.cell.run_id == cell.run_id:
                 saved["own"] = record
-                if keep_model and not cfg.train.save_checkpoint:
+                if in_memory_only:
                     return  # this process evaluates the model in memory and nobody else needs it
             if dist.main:
                 target.cell.replacing_checkpoint()
@@ -153,7 +150,7 @@ def train_cell(cell: Cell, device: torch.device, tokenizer, fmt: ChatFormat, on_
           save_points=[SavePoint(t.rows, saver(t)) for t in own_targets],
           boundaries=[m["rows"] for m in data.milestones], state_dir=run.run.train_state)
     timings["train_s"] = time.perf_counter() - clock
-    checkpoint = None if keep_model and not cfg.train.save_checkpoint else cell.checkpoint
+    checkpoint = None if in_memory_only else cell.checkpoint
     weights = ModelWeights(cfg.model, cfg.cache_dir, trained=True, checkpoint=checkpoint,
                            module=model if keep_model else None, seed=cfg.seed)
     return Trained(weights, saved.get("own"), timings)

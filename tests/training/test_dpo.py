@@ -365,3 +365,67 @@ def test_a_preference_stage_naming_the_checkpoint_under_the_lock_is_never_raced_
     cell.later_stages_path.unlink()  # no later stage named: the checkpoint goes
     release_checkpoint(cell)
     assert not cell.checkpoint.exists() and not cell.training_path.exists()
+
+
+def test_a_launch_names_the_sft_checkpoints_its_preference_cells_start_from(tmp_path):
+    """Before any cell runs, each preference cell under save_checkpoint=false names its SFT stage's
+    checkpoint (src/grid.py name_later_stages); not one that keeps checkpoints anyway, nor one
+    without a preference stage, nor one preflight keeps from running. In milestone mode the SFT
+    cell's folder does not exist yet (the lock is the largest amount's): it is made."""
+    from src.cell import Cell
+    from src.grid import name_later_stages
+    from src.plugins import load_config
+    from tests.conftest import compose_config
+
+    dpo = with_pairs_file(tmp_path, 2)
+    milestone = ["train.mode=milestone", "train.milestones=[300,600]", "data.amount=300"]
+    cells = {
+        "dpo": smoke_cell(tmp_path, nq=1, save_checkpoint=False) + dpo,
+        "dpo, milestone": smoke_cell(tmp_path, nq=1, save_checkpoint=False) + dpo + milestone,
+        "dpo, kept anyway": smoke_cell(tmp_path, nq=1, save_checkpoint=True) + dpo,
+        "imitation only": smoke_cell(tmp_path, nq=1, save_checkpoint=False),
+        "dpo, blocked": smoke_cell(tmp_path, nq=1, save_checkpoint=False) + dpo + ["data.amount=900"],
+    }
+    raws = {label: compose_config(overrides) for label, overrides in cells.items()}
+    launch = [(label, raw) for label, raw in raws.items()] + [("not composed", "ConfigError: no such group")]
+    assert name_later_stages(launch, blocked=["dpo, blocked"]) == 2
+
+    def named() -> list[str]:  # every run_id named in the store, as often as it is named
+        return sorted(line for path in (tmp_path / "cells").glob("*/checkpoint.later_stages")
+                      for line in path.read_text().splitlines())
+
+    expected = sorted(Cell.of(load_config(raws[label])).run_id for label in ("dpo", "dpo, milestone"))
+    assert named() == expected
+    for label in ("dpo", "dpo, milestone"):
+        cfg = load_config(raws[label])
+        assert Cell.of(sft_stage(cfg)).later_stages() == [Cell.of(cfg).run_id], label
+    assert name_later_stages(launch, blocked=["dpo, blocked"]) == 2  # again: each still named once
+    assert named() == expected
+
+
+def test_a_grid_that_runs_the_imitation_only_cell_first_trains_the_sft_stage_once(tmp_path):
+    """`-m preference=none,file` under save_checkpoint=false: the imitation-only cell runs first and,
+    told at launch that the preference cell starts from its checkpoint, writes and keeps it; the
+    preference cell then finds its SFT stage trained (before, the imitation-only cell evaluated its
+    model from memory, wrote nothing, and the SFT stage trained again)."""
+    import os
+    import subprocess
+    import sys
+
+    from src import PROJECT_ROOT
+
+    pairs = with_pairs_file(tmp_path, 4)[1].split("=", 1)[1]
+    sweep = tmp_path / "sweep"
+    overrides = [*smoke_cell(tmp_path, nq=1, save_checkpoint=False), "benchmark=[]", "preference=none,file",
+                 f"++preference.path={pairs}", "train.dpo.pairs_per_step=2", f"hydra.sweep.dir={sweep}"]
+    overrides.remove("output_dir=unused")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "IMITATION_GAP_CACHE": str(CACHE)}
+    proc = subprocess.run([sys.executable, "-m", "src.main", "-m", *overrides], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = {p.parent.name: p.read_text() for p in sweep.glob("*/main.log")}
+    (imitation,) = [text for name, text in logs.items() if name.startswith("0_")]
+    (preference,) = [text for name, text in logs.items() if name.startswith("1_")]
+    assert "kept" in imitation and "starts from it" in imitation
+    assert "training was done earlier" in preference and "dpo: 4 pairs" in preference
