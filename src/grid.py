@@ -119,14 +119,13 @@ def check_launch(cells: list[tuple[str, dict[str, Any] | str]], plan: bool, mode
 
 def name_later_stages(cells: list[tuple[str, dict[str, Any] | str]], blocked: list[str]) -> int:
     """Foresight for the launch's preference cells under train.save_checkpoint=false: each names the
-    checkpoint of its SFT stage before any cell runs (src/cell.py keep_checkpoint_for, under the
-    training lock as the stage itself names it), so that the imitation-only cell of the same settings,
+    checkpoint of its SFT stage before any cell runs, as the stage itself names it
+    (src/training/milestones.py name_later_stage), so that the imitation-only cell of the same settings,
     should it run first, keeps the checkpoint rather than remove it and have the SFT stage train
     again. Returns how many were named."""
     from src.cell import Cell, sft_stage
-    from src.io import file_lock
     from src.plugins import load_config
-    from src.training.milestones import training_lock
+    from src.training.milestones import name_later_stage
 
     named = 0
     for label, raw in cells:
@@ -139,9 +138,7 @@ def name_later_stages(cells: list[tuple[str, dict[str, Any] | str]], blocked: li
             continue
         if not cfg.preference.active or cfg.train.save_checkpoint:
             continue
-        sft = Cell.of(sft_stage(cfg))
-        with file_lock(training_lock(sft)):
-            sft.keep_checkpoint_for(Cell.of(cfg).run_id)
+        name_later_stage(Cell.of(sft_stage(cfg)), Cell.of(cfg).run_id)
         named += 1
     return named
 
@@ -149,6 +146,11 @@ def name_later_stages(cells: list[tuple[str, dict[str, Any] | str]], blocked: li
 def _name_later_stages_of_launch(cells: list[tuple[str, dict[str, Any] | str]], blocked: list[str]) -> None:
     if named := name_later_stages(cells, blocked):
         log.info("kept for %d preference cell(s): the checkpoints of their SFT stages", named)
+
+
+def launch_cells(config: DictConfig) -> list[tuple[str, dict[str, Any] | str]]:
+    """(label, composed config, or the error composing it) of every cell of the launch."""
+    return [(job_label(c.overrides), c.raw if c.raw is not None else c.error) for c in grid_cells(config)]
 
 
 def job_label(overrides: list[str]) -> str:
@@ -170,13 +172,13 @@ class CheckBeforeLaunch(Callback):
         marker.unlink(missing_ok=True)  # a previous launch's verdict never applies to this one
         if mode == "off" and not plan:  # no check; the foresight only, which must never stop a launch
             try:
-                _name_later_stages_of_launch([(job_label(c.overrides), c.raw or c.error) for c in grid_cells(config)], [])
+                _name_later_stages_of_launch(launch_cells(config), [])
             except Exception as err:
                 log.warning("the preference cells could not name their SFT checkpoints before launch: %s", err)
             return
         clock = time.perf_counter()
         try:
-            cells = [(job_label(c.overrides), c.raw if c.raw is not None else c.error) for c in grid_cells(config)]
+            cells = launch_cells(config)
             blocked = check_launch(cells, plan, mode)
             _name_later_stages_of_launch(cells, blocked)
         except Exception as err:

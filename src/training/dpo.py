@@ -322,7 +322,7 @@ def load_or_build_pairs(cell: Cell, sft_run_id: str, weights: ModelWeights, toke
 
 def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, device: torch.device, on_step=None):
     """The cell's model after its SFT stage and DPO (a Trained, as src/training/recipe.py obtain gives)."""
-    from src.training.milestones import training_lock
+    from src.training.milestones import name_later_stage
     from src.training.recipe import Trained, obtain
 
     cfg = cell.cfg
@@ -340,8 +340,7 @@ def preference_stage(cell: Cell, resolved: dict, tokenizer, fmt: ChatFormat, dev
         clock = time.perf_counter()
         # a torchrun worker (train.nproc > 1) reads this config: the SFT cell's, without the preference stage
         sft_resolved = {**resolved, "preference": dataclasses.asdict(sft_cell.cfg.preference)} if resolved else resolved
-        with file_lock(training_lock(sft_cell)):  # named before it is looked up: see release_checkpoint
-            sft_cell.keep_checkpoint_for(cell.run_id)  # the imitation-only cell of the same run must not remove it
+        name_later_stage(sft_cell, cell.run_id)  # before it is looked up: the imitation-only cell must not remove it
         sft = obtain(sft_cell, sft_resolved, tokenizer, fmt, device, on_step=on_step, keep_model=False)
         timings.update({f"sft_{k}": v for k, v in sft.timings.items()})
         if sft.record is None:

@@ -51,6 +51,15 @@ def training_lock(cell: Cell) -> Path:
     return plan(cell).run.train_lock
 
 
+def name_later_stage(sft: Cell, run_id: str) -> None:
+    """The preference cell `run_id` starts from `sft`'s checkpoint: named under the training lock,
+    which the imitation-only cell holds to look and remove (src/training/recipe.py release_checkpoint)."""
+    from src.io import file_lock
+
+    with file_lock(training_lock(sft)):
+        sft.keep_checkpoint_for(run_id)
+
+
 def targets(cell: Cell, run: Plan, data: PreparedData) -> list[Target]:
     if cell.cfg.train.mode != "milestone":
         return [Target(cell, cell.cfg.data.amount, None, data.summary())]
